@@ -1,0 +1,33 @@
+"""ganbench: a plugin-based benchmarking and diagnostics harness for GAN training tricks.
+
+A plugin needs nothing but this module: `ganbench.hookimpl` marks hook implementations, the
+parameter aliases (`ganbench.Probability`, ...) type its params dataclass, and `ganbench.UsageError`
+is the error a user can fix.
+"""
+from ganbench.data import Data, DataInfo, TensorData
+from ganbench.errors import UsageError
+from ganbench.hookspecs import hookimpl
+from ganbench.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
+from ganbench.state import Batch, Models, Optimizers, Run, Scores, Step, Targets
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "Data",
+    "DataInfo",
+    "Models",
+    "NonNegativeFloat",
+    "NonNegativeInt",
+    "Optimizers",
+    "PositiveFloat",
+    "PositiveInt",
+    "Probability",
+    "Run",
+    "Scores",
+    "Step",
+    "Targets",
+    "TensorData",
+    "UsageError",
+    "hookimpl",
+]

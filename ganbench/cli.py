@@ -1,0 +1,163 @@
+"""The `ganbench` command: run, validate, plugins, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from ganbench.errors import UsageError
+
+SMOKE_WARNING = ("SMOKE SCALE: no GPU was found and no --scale was given, so every run is shortened to the "
+                 "suite's smoke settings. Results are indicative only; pass --scale default for real numbers.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"ganbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ganbench: interrupted; finished runs are kept, and a re-run skips them", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganbench", description="Benchmark and diagnose GAN training tricks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train every configuration of a suite, for every seed")
+    run.add_argument("suite", help="a TOML suite, e.g. suites/stability.toml")
+    run.add_argument("--scale", choices=("smoke", "default", "paper"),
+                     help="run length; default: 'default' with a GPU, 'smoke' without one")
+    run.add_argument("--out", help="output folder (default: reports/<suite name>/)")
+    run.add_argument("--device", help="auto (default), cuda, cuda:N, mps or cpu")
+    run.add_argument("--only", nargs="+", metavar="CONFIG", help="run only these configurations")
+    run.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (0: in this process)")
+    run.add_argument("--data-root", help="folder with downloaded datasets (sets the dataset's root parameter)")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a suite completely without training")
+    validate.add_argument("suite")
+    validate.add_argument("--data-root")
+    validate.set_defaults(func=cmd_validate)
+
+    plugins = sub.add_parser("plugins", help="list every plugin with its parameters")
+    plugins.add_argument("--json", action="store_true", help="print a JSON list of {kind, name, source, params}")
+    plugins.add_argument("--suite", help="also load the plugin files this suite names")
+    plugins.set_defaults(func=cmd_plugins)
+
+    bench = sub.add_parser("bench", help="steps/s of the ganbench trainer against a plain PyTorch loop")
+    bench.add_argument("--steps", type=int, default=60, help="timed steps per measurement")
+    bench.add_argument("--repeats", type=int, default=3, help="alternating measurements of each")
+    bench.add_argument("--device", help="auto (default), cuda, mps or cpu")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def out_dir_for(suite_name: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", suite_name).strip("-.") or "suite"
+    return Path("reports") / slug
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ganbench.environment import choose_device, device_name, has_accelerator
+    from ganbench.executor import run_suite, summary_table
+    from ganbench.rundir import write_json
+    from ganbench.suite import load_suite
+    from ganbench.trainer import now
+
+    if args.jobs < 0:
+        raise UsageError(f"--jobs {args.jobs}: must be 0 (in this process) or more")
+    console = Console(stderr=True)
+    suite = load_suite(args.suite, data_root=args.data_root)
+    device = choose_device(args.device)
+    scale, scale_reason = args.scale, "--scale given"
+    if scale is None:
+        scale, scale_reason = ("default", "a GPU was found") if has_accelerator() else ("smoke", SMOKE_WARNING)
+    specs = suite.runs(scale, args.only)
+    out = Path(args.out) if args.out else out_dir_for(suite.name)
+    console.print(f"[bold]{escape(suite.name)}[/bold]: {escape(suite.header.question)}")
+    console.print(f"{len(specs)} runs ({len(specs) // len(suite.header.seeds)} configs × "
+                  f"{len(suite.header.seeds)} seeds) at scale [bold]{scale}[/bold] on {device_name(device)} → {out}")
+    if scale == "smoke" and args.scale is None:
+        console.print(Panel(SMOKE_WARNING, style="bold yellow"))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "suite.json", {
+        "name": suite.name, "question": suite.header.question, "expects": suite.header.expects,
+        "suite_file": str(suite.path.resolve()), "baseline": suite.baseline, "seeds": suite.header.seeds,
+        "configs": [c for c in suite.config_names() if not args.only or c in args.only],
+        "scale": scale, "scale_reason": scale_reason, "device": str(device), "device_name": device_name(device),
+        "started": now(), "runs": [s.run_id for s in specs],
+    })
+    outcomes = run_suite(suite, specs, out, device, jobs=args.jobs, data_root=args.data_root, console=console)
+    console.print(summary_table(outcomes))
+    if scale == "smoke" and args.scale is None:
+        console.print(Panel(SMOKE_WARNING, style="bold yellow"))
+    bad = [o for o in outcomes if o.status != "completed"]
+    console.print(f"{len(outcomes) - len(bad)}/{len(outcomes)} runs completed; run directories in {out / 'runs'}")
+    return 1 if bad else 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from ganbench.suite import SCALES, load_suite
+
+    suite = load_suite(args.suite, data_root=args.data_root)
+    runs = {scale: suite.runs(scale) for scale in SCALES}
+    steps = ", ".join(f"{scale} {runs[scale][0].settings.steps}" for scale in SCALES)
+    print(f"{args.suite}: ok: suite \"{suite.name}\", {len(suite.configs)} configs × {len(suite.header.seeds)} seeds "
+          f"= {len(runs['default'])} runs on {suite.dataset.name}; steps per run by scale: {steps}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from ganbench.registry import Registry
+    from ganbench.suite import load_suite
+
+    registry = load_suite(args.suite).registry if args.suite else Registry()
+    entries = registry.entries()
+    if args.json:
+        print(json.dumps([{
+            "kind": e.kind, "name": e.name, "source": e.source, "summary": e.summary,
+            "params": [{"name": p.name, "type": p.type, "default": _jsonable(p.default), "help": p.help} for p in e.params],
+        } for e in entries], indent=2))
+        return 0
+    console = Console()
+    for kind in dict.fromkeys(e.kind for e in entries):
+        table = Table(title=f"{kind} plugins", title_justify="left", show_lines=True)
+        for col in ("name", "parameters (default): description", "source"):
+            table.add_column(col)
+        for e in (x for x in entries if x.kind == kind):
+            params = "\n".join(f"[bold]{p.name}[/bold]: {escape(p.type)} = {escape(repr(p.default))}\n  {escape(p.help)}"
+                               for p in e.params) or "-"
+            table.add_row(f"[bold]{e.name}[/bold]\n{escape(e.summary)}", params, escape(e.source))
+        console.print(table)
+    return 0
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, tuple):
+        return list(value)
+    if value is None or isinstance(value, (bool, int, float, str, list, dict)):
+        return value
+    return repr(value)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ganbench.bench import run_bench
+    from ganbench.environment import choose_device
+
+    return run_bench(choose_device(args.device), steps=args.steps, repeats=args.repeats)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

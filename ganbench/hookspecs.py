@@ -1,0 +1,185 @@
+"""Every hook ganbench calls, in one place. This file is the reference for plugin authors.
+
+A plugin implements a hook by defining a function (or method) with the hook's name, decorated with
+`@ganbench.hookimpl`, and taking any subset of the hook's arguments by name.
+
+Two families:
+
+* Registration hooks live at module level in a plugin module (a built-in, an installed package's
+  `ganbench` entry point, or a file named in a suite). They return plugin classes.
+* Per-run hooks are methods of plugin instances. A suite names an architecture, a loss, a latent
+  distribution and some tricks; each is instantiated with its parameters and registered on that
+  run's plugin manager only, so its hooks fire for that run and no other.
+
+Per-run hooks that change the step receive mutable objects (`Batch`, `Targets`, `Models`) and change
+them in place; every implementation sees the changes of the ones before it. Implementations run in
+this order: tricks (in suite order), then the loss, the latent distribution, the architecture, and
+last the core's own defaults. Use `tryfirst=True` / `trylast=True` on a hookimpl to move it.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from ganbench.state import Batch, Models, Run, Scores, Step, Targets
+
+PROJECT = "ganbench"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registration: module-level hooks that return plugin classes
+# --------------------------------------------------------------------------------------------------
+#
+# A plugin class has a `name` (short, kebab-case, unique within its kind), an optional `params`
+# dataclass (each field with a default and a trailing `# comment` that `ganbench plugins` prints),
+# and an `__init__(self, params)`. It may also define:
+#   config_defaults(cls, params) -> dict   dotted run-setting keys it recommends, e.g. {"d_updates": 5}
+#   check(cls, params, setup) -> str|None   a reason this selection cannot work, refused at validation
+
+
+@hookspec
+def ganbench_register_architectures() -> list[type]:
+    """Return architecture classes. An instance implements `ganbench_build_models`."""
+
+
+@hookspec
+def ganbench_register_losses() -> list[type]:
+    """Return loss classes. An instance implements `ganbench_discriminator_loss` and
+    `ganbench_generator_loss`, and sets `uses_targets` (True when it reads `Targets`)."""
+
+
+@hookspec
+def ganbench_register_tricks() -> list[type]:
+    """Return trick classes. An instance implements any of the per-run hooks below."""
+
+
+@hookspec
+def ganbench_register_latents() -> list[type]:
+    """Return latent-distribution classes. An instance implements `ganbench_sample_latent`."""
+
+
+@hookspec
+def ganbench_register_datasets() -> list[type]:
+    """Return dataset classes. An instance has `load(device) -> ganbench.data.Data`."""
+
+
+@hookspec
+def ganbench_register_metrics() -> list[type]:
+    """Return metric classes. An instance implements `ganbench_evaluate`."""
+
+
+@hookspec
+def ganbench_register_detectors() -> list[type]:
+    """Return detector classes. An instance reads log records (`ganbench_log_record`) and raises incidents."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Building a run
+# --------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def ganbench_build_models(run: Run) -> Models:
+    """Build G and D for `run.data` (shape, kind, classes) and `run.settings.z_dim`, on the CPU;
+    the trainer moves them to the device. Stops at first non-None result. The architecture
+    implements it."""
+
+
+@hookspec
+def ganbench_configure_models(run: Run, models: Models) -> None:
+    """Change the built models in place: wrap D (spectral normalization), keep a copy of G (EMA).
+    Called once, after the models are on the device and before the optimizers are built."""
+
+
+@hookspec(firstresult=True)
+def ganbench_build_optimizer(
+    run: Run, network: str, parameters: list[torch.nn.Parameter], settings: Any
+) -> torch.optim.Optimizer:
+    """Build the optimizer for `network` ("generator" or "discriminator") from its
+    `OptimizerSettings`. Stops at first non-None result; the core builds torch.optim's when no
+    plugin does."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Inside a training step, in the order the loop calls them
+# --------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def ganbench_sample_latent(run: Run, n: int) -> Tensor:
+    """Return `n` latent vectors of shape (n, run.settings.z_dim) on `run.device`, drawn with
+    `run.rng`. Stops at first non-None result. The latent distribution implements it."""
+
+
+@hookspec
+def ganbench_discriminator_inputs(run: Run, step: Step, batch: Batch) -> None:
+    """Change what D sees, in place (`batch.real`, `batch.fake`). Called in the D phase and in the
+    G phase (`step.phase`), so a trick that perturbs D's inputs does so for both players."""
+
+
+@hookspec
+def ganbench_discriminator_targets(run: Run, step: Step, targets: Targets) -> None:
+    """Change D's per-sample targets in place (label smoothing, noisy labels). D phase only."""
+
+
+@hookspec(firstresult=True)
+def ganbench_discriminator_loss(run: Run, step: Step, scores: Scores, targets: Targets) -> Tensor:
+    """Return D's scalar loss from its scores on real and fake. Stops at first non-None result.
+    The loss implements it."""
+
+
+@hookspec
+def ganbench_discriminator_penalty(run: Run, step: Step, batch: Batch, scores: Scores) -> Tensor | None:
+    """Return an extra scalar term for D's loss (a gradient penalty), or None. All results are
+    added to the loss. `batch` holds the exact tensors D scored."""
+
+
+@hookspec
+def ganbench_after_discriminator_step(run: Run, step: Step) -> None:
+    """Called after each D optimizer step (weight clipping)."""
+
+
+@hookspec(firstresult=True)
+def ganbench_generator_loss(run: Run, step: Step, batch: Batch, scores: Scores) -> Tensor:
+    """Return G's scalar loss from D's scores on `batch.fake` (which carries G's graph).
+    Stops at first non-None result. The loss implements it."""
+
+
+@hookspec
+def ganbench_step_end(run: Run, step: Step) -> None:
+    """Called once per step, after the G updates (EMA of G, schedules)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Logging and evaluation, at intervals only: these may read values from the device
+# --------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ganbench_log_record(run: Run, step: int, record: dict[str, Any]) -> None:
+    """Add values to the record about to go into metrics.jsonl, in place. Called every
+    `log_every` steps, so reading device values here costs one sync per interval, not per step."""
+
+
+@hookspec(firstresult=True)
+def ganbench_eval_generator(run: Run) -> nn.Module:
+    """Return the generator to evaluate and sample from (the EMA copy, for instance).
+    Stops at first non-None result; the trained G when no plugin answers."""
+
+
+@hookspec
+def ganbench_evaluate(run: Run, step: int, generator: nn.Module) -> dict[str, Any] | None:
+    """Return metric values for `generator` at an eval point, or None. Called every
+    `eval_every` steps and after the last step, in eval mode under no_grad."""
+
+
+@hookspec
+def ganbench_run_end(run: Run, status: str, reason: str | None) -> None:
+    """Called once when the run ends, whatever its status ("completed", "failed", "diverged")."""

@@ -1,0 +1,174 @@
+"""Plugin discovery and the name -> class table.
+
+Plugin modules come from the `ganbench` entry-point group (the built-ins use it too: no back door)
+and from Python files named in a suite. Their registration hooks return classes; the core owns the
+table, and a name defined twice within a kind is an error that names both sources.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from ganbench import hookspecs
+from ganbench.errors import UsageError, did_you_mean
+from ganbench.params import ParamInfo, describe
+
+ENTRY_POINT_GROUP = "ganbench"
+# kind -> registration hook; the plural is only used in messages.
+KINDS = {
+    "architecture": "ganbench_register_architectures",
+    "loss": "ganbench_register_losses",
+    "trick": "ganbench_register_tricks",
+    "latent": "ganbench_register_latents",
+    "dataset": "ganbench_register_datasets",
+    "metric": "ganbench_register_metrics",
+    "detector": "ganbench_register_detectors",
+}
+HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("ganbench_"))
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """One plugin class in the table."""
+
+    kind: str
+    name: str
+    cls: type
+    source: str  # "ganbench 0.1.0 (ganbench_plugins.tricks.ema)" or "file /abs/my_trick.py"
+
+    @property
+    def params(self) -> list[ParamInfo]:
+        return describe(getattr(self.cls, "params", None))
+
+    @property
+    def summary(self) -> str:
+        doc = (self.cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def load_file(path: Path) -> ModuleType:
+    """Import a plugin file under a module name derived from its path, so two files may share a stem."""
+    path = path.resolve()
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    mod_name = f"ganbench_file_plugins.{path.stem}_{digest}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"{path}: not an importable Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[mod_name]
+        raise
+    return module
+
+
+class Registry:
+    """Every plugin class that is installed or named by a suite, by kind and name."""
+
+    def __init__(self, files: tuple[Path, ...] | list[Path] = ()) -> None:
+        self.pm = new_plugin_manager()
+        self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        sources: dict[int, str] = {}
+        for plugin, dist in self.pm.list_plugin_distinfo():
+            sources[id(plugin)] = f"{dist.project_name} {dist.version} ({plugin.__name__})"
+        for path in files:
+            module = load_file(Path(path))
+            if self.pm.is_registered(module):
+                continue
+            self.pm.register(module, name=f"file:{Path(path).resolve()}")
+            sources[id(module)] = f"file {Path(path).resolve()}"
+        self.pm.check_pending()
+        self.table: dict[str, dict[str, PluginEntry]] = {kind: {} for kind in KINDS}
+        for kind, hook_name in KINDS.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                source = sources.get(id(impl.plugin), impl.plugin_name)
+                for cls in impl.function() or []:
+                    self._add(PluginEntry(kind, _plugin_name(cls, source), cls, source))
+
+    def _add(self, entry: PluginEntry) -> None:
+        table = self.table[entry.kind]
+        if entry.name in table and table[entry.name].cls is not entry.cls:
+            raise UsageError(
+                f'duplicate {entry.kind} name "{entry.name}": defined by {table[entry.name].source} '
+                f"and by {entry.source}; rename one of them"
+            )
+        _check_hooks(entry)
+        table[entry.name] = entry
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.table[kind])
+
+    def get(self, kind: str, name: str, where: str) -> PluginEntry:
+        """The entry for `name`, or a UsageError at `where` listing the names that exist."""
+        try:
+            return self.table[kind][name]
+        except KeyError:
+            available = ", ".join(self.names(kind)) or "none installed"
+            raise UsageError(
+                f'{where} = "{name}": unknown {kind}{did_you_mean(name, self.table[kind])}; '
+                f"available: {available}"
+            ) from None
+
+    def entries(self) -> list[PluginEntry]:
+        return [e for kind in KINDS for _, e in sorted(self.table[kind].items())]
+
+
+def _plugin_name(cls: Any, source: str) -> str:
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"{source}: plugin class {cls!r} needs a `name` string attribute")
+    return name
+
+
+def _check_hooks(entry: PluginEntry) -> None:
+    """Refuse misspelt hook names and wrong argument names now, not at the first training step."""
+    for attr in dir(entry.cls):
+        if not attr.startswith("ganbench_"):
+            continue
+        if attr not in HOOK_NAMES:
+            raise UsageError(
+                f"{entry.source}: {entry.kind} \"{entry.name}\" defines {attr}, which is not a "
+                f"ganbench hook{did_you_mean(attr, HOOK_NAMES)}"
+            )
+        if getattr(getattr(entry.cls, attr), f"{hookspecs.PROJECT}_impl", None) is None:
+            raise UsageError(
+                f"{entry.source}: {entry.kind} \"{entry.name}\" defines {attr} without "
+                "@ganbench.hookimpl, so it would never be called"
+            )
+    # Register a bare instance (no __init__) on a scratch manager: pluggy checks argument names.
+    probe = object.__new__(entry.cls)
+    pm = new_plugin_manager()
+    try:
+        pm.register(probe)
+    except pluggy.PluginValidationError as exc:
+        raise UsageError(f"{entry.source}: {entry.kind} \"{entry.name}\": {exc}") from None
+
+
+def run_plugin_manager(plugins: list[tuple[str, Any]]) -> pluggy.PluginManager:
+    """A fresh manager for one run. `plugins` is [(name, object)] in call order (first is called first)."""
+    from ganbench.defaults import CoreDefaults
+
+    pm = new_plugin_manager()
+    pm.register(CoreDefaults(), name="core")
+    # pluggy calls the last-registered implementation first, so register in reverse call order.
+    for name, obj in reversed(plugins):
+        pm.register(obj, name=name)
+    pm.check_pending()
+    return pm

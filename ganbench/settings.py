@@ -1,0 +1,86 @@
+"""The settings of one run: what a suite's [defaults] and [[configs]] may set, typed and described."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ganbench.data import DataInfo
+from ganbench.params import NonNegativeFloat, PositiveFloat, PositiveInt, Probability
+
+# The optimizer betas must each lie in [0, 1).
+Beta = Probability
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """One network's optimizer; `[defaults.optimizer.g]` and `[defaults.optimizer.d]` in a suite."""
+
+    name: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"  # torch.optim class to use
+    lr: PositiveFloat = 2e-4  # learning rate
+    betas: tuple[Beta, Beta] = (0.5, 0.999)  # Adam/AdamW betas (DCGAN: beta1 = 0.5)
+    weight_decay: NonNegativeFloat = 0.0  # L2 penalty (decoupled for adamw)
+    momentum: NonNegativeFloat = 0.0  # momentum for sgd and rmsprop
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """The scalar settings of a run. Defaults follow the DCGAN paper (Radford et al. 2015)."""
+
+    z_dim: PositiveInt = 100  # latent dimension
+    batch_size: PositiveInt = 64  # samples per batch, real and fake each
+    steps: PositiveInt = 2000  # generator steps
+    d_updates: PositiveInt = 1  # D updates per step: n_critic in WGAN papers, DISC_UPDATES in the seed notes
+    g_updates: PositiveInt = 1  # G updates per step: GEN_UPDATES in the seed notes
+    d_batch: Literal["separate", "combined"] = "separate"  # D sees real and fake as two batches, or one
+    log_every: PositiveInt = 50  # steps between metrics.jsonl records (one device read each)
+    eval_every: PositiveInt = 500  # steps between eval points (sample grids, metrics)
+    grid_size: PositiveInt = 64  # samples in each grid, drawn from fixed noise
+
+
+CORE_KEYS = tuple(CoreSettings.__dataclass_fields__)
+PLUGIN_KEYS = {"architecture": "architecture", "loss": "loss", "latent": "latent"}  # key -> kind
+ALL_KEYS = (*CORE_KEYS, *PLUGIN_KEYS, "tricks", "optimizer")
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "architecture": "dcgan",
+    "loss": "bce",
+    "latent": "gaussian",
+    "tricks": [],
+    "optimizer": {"g": {}, "d": {}},
+}
+
+
+@dataclass(frozen=True)
+class PluginChoice:
+    """A plugin picked by a suite, with its parameters parsed into its params dataclass."""
+
+    kind: str
+    name: str
+    cls: type
+    params: Any
+
+    def instantiate(self) -> Any:
+        """A fresh plugin object for one run: `cls(params)`, or `cls()` for a plugin without params."""
+        return self.cls(self.params) if getattr(self.cls, "params", None) is not None else self.cls()
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """A fully resolved configuration: every value the run uses, with plugin defaults filled in."""
+
+    config: str  # the configuration's name in the suite
+    core: CoreSettings
+    dataset: PluginChoice
+    data: DataInfo  # what the dataset produces: kind, sample shape, classes
+    architecture: PluginChoice
+    loss: PluginChoice
+    latent: PluginChoice
+    tricks: tuple[PluginChoice, ...]
+    optimizer_g: OptimizerSettings
+    optimizer_d: OptimizerSettings
+    origins: dict[str, str] = field(default_factory=dict, compare=False)  # key -> where its value came from
+
+    def __getattr__(self, name: str) -> Any:
+        # settings.steps reads settings.core.steps: plugins use the short form.
+        if name in CORE_KEYS:
+            return getattr(self.core, name)
+        raise AttributeError(name)

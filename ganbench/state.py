@@ -1,0 +1,83 @@
+"""The objects that hooks receive. Plugins read them and, where a hook says so, change them in place."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ganbench.data import Data
+    from ganbench.settings import RunSettings
+
+
+@dataclass
+class Models:
+    """The two networks of a run. Tricks may replace either attribute (for example with a wrapped D)."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+
+
+@dataclass
+class Optimizers:
+    """One optimizer per network."""
+
+    generator: torch.optim.Optimizer
+    discriminator: torch.optim.Optimizer
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where the loop is. `index` counts generator steps from 0; `phase` is "d" or "g"."""
+
+    index: int
+    phase: Literal["d", "g"]
+    update: int = 0  # which of the phase's updates this is (0 .. d_updates - 1 in the D phase)
+
+
+@dataclass
+class Batch:
+    """What D is about to see. Tricks may replace `real` and `fake` (instance noise does)."""
+
+    real: Tensor
+    fake: Tensor
+    real_labels: Tensor | None = None  # class labels of `real`, for labelled datasets
+    fake_labels: Tensor | None = None  # class labels `fake` was generated for (conditional models)
+
+
+@dataclass
+class Targets:
+    """Per-sample target values for D's real and fake scores (1 and 0 unless a trick changes them).
+
+    Only losses with `uses_targets = True` read them (bce, minimax, lsgan); critic losses ignore them.
+    """
+
+    real: Tensor
+    fake: Tensor
+
+
+@dataclass
+class Scores:
+    """D's raw outputs (logits or critic values), one per sample. `real` is None when not computed."""
+
+    real: Tensor | None
+    fake: Tensor
+
+
+@dataclass
+class Run:
+    """Everything about the run in progress. Passed to every per-run hook as `run`."""
+
+    settings: RunSettings  # the fully resolved configuration
+    seed: int
+    device: torch.device
+    data: Data
+    dir: Path  # runs/<run-id>/; plugins may write their own files here
+    hook: Any  # the run's pluggy hook relay: run.hook.ganbench_sample_latent(run=run, n=8)
+    rng: torch.Generator  # on `device`; use it for every random draw so runs reproduce
+    models: Models | None = None
+    optimizers: Optimizers | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # per-run scratch space shared between plugins

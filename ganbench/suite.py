@@ -1,0 +1,328 @@
+"""Read a TOML suite, validate all of it, and expand it into runs.
+
+Every error a suite can hold is raised here, as a one-line UsageError naming the file and the key,
+before any training starts and before any run directory exists.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ganbench.data import DataInfo
+from ganbench.errors import UsageError, did_you_mean
+from ganbench.params import as_dict, format_value, parse
+from ganbench.registry import Registry
+from ganbench.resolve import (
+    Layer,
+    builtin_layer,
+    flat_key_known,
+    flatten,
+    merge,
+    plugin_defaults_layer,
+    plugin_spec,
+    settings_from,
+)
+from ganbench.settings import CORE_KEYS, PluginChoice, RunSettings
+
+TOP_KEYS = ("suite", "dataset", "defaults", "scales", "configs")
+SCALES = ("smoke", "default", "paper")
+# A scale shortens or lengthens a run; it may set only these.
+SCALE_KEYS = ("steps", "log_every", "eval_every", "batch_size", "grid_size")
+BUILTIN_SCALES: dict[str, dict[str, Any]] = {
+    "smoke": {"steps": 200, "log_every": 10, "eval_every": 100},
+    "default": {},
+    "paper": {},
+}
+PATH_PARAMS = ("path", "root")  # dataset params resolved relative to the suite's folder
+
+
+@dataclass(frozen=True)
+class SuiteHeader:
+    """The [suite] table."""
+
+    name: str  # short name; reports go to reports/<name>/ by default
+    question: str  # the question this suite answers, printed at the top of its report
+    seeds: list[int] = field(default_factory=lambda: [0])  # every config runs once per seed
+    baseline: str = ""  # the config others are compared against (default: the first)
+    plugins: list[str] = field(default_factory=list)  # plugin files, relative to the suite file
+    expects: str = ""  # what the literature expects, with its source
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a configuration at a scale, with a seed."""
+
+    suite: str
+    suite_file: Path
+    config: str
+    seed: int
+    scale: str
+    settings: RunSettings
+
+    def resolved(self) -> dict[str, Any]:
+        """Every value the run uses, as JSON: the content of config.json."""
+        s = self.settings
+
+        def choice(c: PluginChoice) -> dict[str, Any]:
+            return {"name": c.name, "params": as_dict(c.params)}
+
+        return {
+            "suite": self.suite,
+            "suite_file": str(self.suite_file),
+            "config": self.config,
+            "seed": self.seed,
+            "scale": self.scale,
+            "dataset": choice(s.dataset),
+            "data": {"kind": s.data.kind, "shape": list(s.data.shape), "num_classes": s.data.num_classes},
+            "settings": {
+                **as_dict(s.core),
+                "optimizer": {"g": as_dict(s.optimizer_g), "d": as_dict(s.optimizer_d)},
+                "architecture": choice(s.architecture),
+                "loss": choice(s.loss),
+                "latent": choice(s.latent),
+                "tricks": [choice(t) for t in s.tricks],
+            },
+            "origins": dict(sorted(s.origins.items())),
+        }
+
+    @property
+    def run_id(self) -> str:
+        """Stable for the same resolved settings and seed, so a re-run finds its finished runs."""
+        identity = {k: v for k, v in self.resolved().items() if k not in ("suite_file", "origins", "scale")}
+        identity["dataset"] = {**identity["dataset"], "params": {
+            k: v for k, v in identity["dataset"]["params"].items() if k not in PATH_PARAMS}}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.config).strip("-")[:60] or "config"
+        return f"{slug}-s{self.seed}-{digest}"
+
+
+@dataclass
+class Config:
+    """A [[configs]] entry after matrix expansion: its name and its layers."""
+
+    name: str
+    where: str
+    layers: list[Layer]
+
+
+@dataclass
+class Suite:
+    path: Path
+    header: SuiteHeader
+    registry: Registry
+    dataset: PluginChoice
+    data: DataInfo
+    configs: list[Config]
+    defaults: Layer
+    scales: dict[str, Layer]
+
+    @property
+    def name(self) -> str:
+        return self.header.name
+
+    @property
+    def baseline(self) -> str:
+        return self.header.baseline or self.configs[0].name
+
+    def config_names(self) -> list[str]:
+        return [c.name for c in self.configs]
+
+    def runs(self, scale: str, only: list[str] | None = None) -> list[RunSpec]:
+        """Every (config, seed) at `scale`, configs in suite order, validated."""
+        if scale not in SCALES:
+            raise UsageError(f'--scale "{scale}": unknown scale{did_you_mean(scale, SCALES)}; allowed: {", ".join(SCALES)}')
+        names = self.config_names()
+        for name in only or []:
+            if name not in names:
+                raise UsageError(f'--only "{name}": no such config in {self.path}{did_you_mean(name, names)}; '
+                                 f"available: {', '.join(names)}")
+        specs = []
+        for config in self.configs:
+            if only and config.name not in only:
+                continue
+            settings = self.settings(config, scale)
+            specs += [RunSpec(self.name, self.path, config.name, seed, scale, settings) for seed in self.header.seeds]
+        return specs
+
+    def settings(self, config: Config, scale: str) -> RunSettings:
+        file = str(self.path)
+        first = merge([builtin_layer(), self.defaults, *config.layers, self.scales[scale]])
+        plugin_layer = plugin_defaults_layer(first, self.registry, file)
+        merged = merge([builtin_layer(), self.defaults, plugin_layer, *config.layers, self.scales[scale]])
+        return settings_from(merged, self.registry, config.name, self.dataset, self.data, file, config.where)
+
+
+def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
+    """Parse and validate a suite file completely, at every scale."""
+    path = Path(path)
+    file = str(path)
+    tree = _read_toml(path)
+    for key in tree:
+        if key not in TOP_KEYS:
+            raise UsageError(f"{file}: {key}: unknown table{did_you_mean(key, TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
+    for key in ("suite", "dataset", "configs"):
+        if key not in tree:
+            raise UsageError(f"{file}: [{key}] is missing; a suite needs [suite], [dataset] and at least one [[configs]]")
+
+    header = parse(SuiteHeader, _table(tree, "suite", file), f"{file}: suite")
+    if not header.seeds:
+        raise UsageError(f"{file}: suite.seeds = []: give at least one seed")
+    for i, seed in enumerate(header.seeds):
+        if seed < 0:
+            raise UsageError(f"{file}: suite.seeds[{i}] = {seed}: seeds must be >= 0")
+    if len(set(header.seeds)) != len(header.seeds):
+        raise UsageError(f"{file}: suite.seeds = {format_value(header.seeds)}: seeds must be distinct")
+    plugin_files = []
+    for i, name in enumerate(header.plugins):
+        plugin_path = (path.parent / name).resolve()
+        if not plugin_path.is_file():
+            raise UsageError(f'{file}: suite.plugins[{i}] = "{name}": file not found ({plugin_path})')
+        plugin_files.append(plugin_path)
+    registry = Registry(plugin_files)
+
+    dataset, data = _dataset(tree, registry, path, data_root)
+    defaults = flatten(_table(tree, "defaults", file, required=False), "defaults")
+    scales = _scales(tree, file)
+    configs = _configs(tree, file)
+    if header.baseline and header.baseline not in [c.name for c in configs]:
+        names = [c.name for c in configs]
+        raise UsageError(f'{file}: suite.baseline = "{header.baseline}": no such config{did_you_mean(header.baseline, names)}; '
+                         f"available: {', '.join(names)}")
+    suite = Suite(path, header, registry, dataset, data, configs, defaults, scales)
+    for scale in SCALES:
+        for config in configs:
+            suite.settings(config, scale)
+    return suite
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the file: {exc}") from None
+    if not text.strip():
+        raise UsageError(f"{path}: the file is empty; a suite needs [suite], [dataset] and at least one [[configs]]")
+    try:
+        tree = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: TOML syntax error: {exc}") from None
+    bad = _non_finite(tree, "")
+    if bad:
+        raise UsageError(f"{path}: {bad[0]} = {bad[1]}: nan and inf are not allowed in a suite")
+    return tree
+
+
+def _non_finite(value: Any, path: str) -> tuple[str, str] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, repr(value)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, sub in items:
+        found = _non_finite(sub, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
+
+
+def _table(tree: dict[str, Any], key: str, file: str, required: bool = True) -> dict[str, Any]:
+    value = tree.get(key, {} if not required else None)
+    if not isinstance(value, dict):
+        raise UsageError(f"{file}: {key} = {format_value(value)}: expected a table [{key}]")
+    return value
+
+
+def _dataset(tree: dict[str, Any], registry: Registry, path: Path, data_root: str | None) -> tuple[PluginChoice, DataInfo]:
+    file = str(path)
+    table = _table(tree, "dataset", file)
+    name, raw = plugin_spec(table, "dataset", need_name=True)
+    entry = registry.get("dataset", name, f"{file}: dataset.name")
+    params_cls = getattr(entry.cls, "params", None)
+    field_names = set(getattr(params_cls, "__dataclass_fields__", {}))
+    raw = dict(raw)
+    if data_root is not None and "root" in field_names:
+        raw["root"] = os.path.abspath(os.path.expanduser(data_root))
+    for key in PATH_PARAMS:
+        if isinstance(raw.get(key), str) and raw[key]:
+            raw[key] = str((path.parent / os.path.expanduser(raw[key])).resolve())
+    params = parse(params_cls, raw, f"{file}: dataset")
+    check = getattr(entry.cls, "check", None)
+    reason = check(params, None) if check else None
+    if reason:
+        raise UsageError(f'{file}: dataset: "{name}" cannot be used: {reason}')
+    choice = PluginChoice("dataset", entry.name, entry.cls, params)
+    return choice, choice.instantiate().info()
+
+
+def _scales(tree: dict[str, Any], file: str) -> dict[str, Layer]:
+    table = _table(tree, "scales", file, required=False)
+    for name in table:
+        if name not in SCALES:
+            raise UsageError(f"{file}: scales.{name}: unknown scale{did_you_mean(name, SCALES)}; allowed: {', '.join(SCALES)}")
+    layers = {}
+    for name in SCALES:
+        given = table.get(name, {})
+        if not isinstance(given, dict):
+            raise UsageError(f"{file}: scales.{name} = {format_value(given)}: expected a table [scales.{name}]")
+        for key in given:
+            if key not in SCALE_KEYS:
+                raise UsageError(f"{file}: scales.{name}.{key}: a scale cannot set this key{did_you_mean(key, SCALE_KEYS)}; "
+                                 f"allowed: {', '.join(SCALE_KEYS)}")
+        values = {**BUILTIN_SCALES[name], **given}
+        paths = {k: f"scales.{name}.{k}" if k in given else f"(built-in scale {name}).{k}" for k in values}
+        layers[name] = Layer(values, paths, [])
+    return layers
+
+
+def _configs(tree: dict[str, Any], file: str) -> list[Config]:
+    entries = tree["configs"]
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"{file}: configs: expected at least one [[configs]] table")
+    configs: list[Config] = []
+    for i, entry in enumerate(entries):
+        where = f"configs[{i}]"
+        if not isinstance(entry, dict):
+            raise UsageError(f"{file}: {where}: expected a table")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise UsageError(f"{file}: {where}.name: every config needs a name (a non-empty string)")
+        layer = flatten(entry, f"{where}", allowed_extra=("name", "matrix"))
+        matrix = entry.get("matrix")
+        if matrix is None:
+            configs.append(Config(name, where, [layer]))
+            continue
+        configs += _expand_matrix(name, where, layer, matrix, file)
+    names = [c.name for c in configs]
+    for name in names:
+        if names.count(name) > 1:
+            raise UsageError(f'{file}: configs: the name "{name}" is used twice; config names must be unique')
+    return configs
+
+
+def _expand_matrix(name: str, where: str, layer: Layer, matrix: Any, file: str) -> list[Config]:
+    if not isinstance(matrix, dict) or not matrix:
+        raise UsageError(f'{file}: {where}.matrix: expected a table like {{"optimizer.d.lr" = [1e-4, 2e-4]}}')
+    for key, values in matrix.items():
+        path = f'{where}.matrix."{key}"'
+        if not flat_key_known(key):
+            raise UsageError(f"{file}: {path}: not a setting a matrix can vary; use a core key "
+                             f"({', '.join(CORE_KEYS)}), optimizer.g.<field>, optimizer.d.<field>, "
+                             "architecture/loss/latent[.<param>] or tricks.<name>.<param>")
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"{file}: {path} = {format_value(values)}: expected a non-empty list of values")
+    configs = []
+    keys = list(matrix)
+    for combo in itertools.product(*(list(enumerate(matrix[k])) for k in keys)):
+        values = {k: v for k, (_, v) in zip(keys, combo)}
+        paths = {k: f'{where}.matrix."{k}"[{j}]' for k, (j, _) in zip(keys, combo)}
+        label = ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
+        configs.append(Config(f"{name}[{label}]", where, [layer, Layer(values, paths, [])]))
+    return configs

@@ -1,0 +1,222 @@
+"""The training loop. It reads top to bottom; every variation between runs comes from hooks.
+
+Per step: `d_updates` D updates on separate real and fake batches (or one combined batch), then
+`g_updates` G updates. G's first update scores the fake batch of the last D update again, with
+the updated D (as PyTorch's DCGAN example does); further G updates draw new batches. Statistics
+stay on the device and are read once per `log_every` steps.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ganbench.registry import run_plugin_manager
+from ganbench.rundir import append_jsonl, write_atomic, write_json
+from ganbench.samples import save_samples
+from ganbench.state import Batch, Models, Optimizers, Run, Scores, Step, Targets
+
+# metrics.jsonl keys of a train record, in the order they are accumulated on the device.
+TRAIN_KEYS = ("d_loss", "g_loss", "d_penalty", "d_real", "d_fake")
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def build_run(spec: Any, run_dir: Path, device: torch.device) -> Run:
+    """Seed everything, load the data, register the run's plugins, build models and optimizers."""
+    s = spec.settings
+    torch.manual_seed(spec.seed)
+    rng = torch.Generator(device=device)
+    rng.manual_seed(spec.seed)
+    data = s.dataset.instantiate().load(device)
+    plugins = [(f"trick:{t.name}", t.instantiate()) for t in s.tricks]
+    plugins += [(f"{c.kind}:{c.name}", c.instantiate()) for c in (s.loss, s.latent, s.architecture)]
+    pm = run_plugin_manager(plugins)
+    run = Run(settings=s, seed=spec.seed, device=device, data=data, dir=run_dir, hook=pm.hook, rng=rng)
+    models: Models = pm.hook.ganbench_build_models(run=run)
+    models.generator.to(device)
+    models.discriminator.to(device)
+    run.models = models
+    pm.hook.ganbench_configure_models(run=run, models=models)
+    run.optimizers = Optimizers(
+        generator=pm.hook.ganbench_build_optimizer(
+            run=run, network="generator", parameters=list(models.generator.parameters()), settings=s.optimizer_g),
+        discriminator=pm.hook.ganbench_build_optimizer(
+            run=run, network="discriminator", parameters=list(models.discriminator.parameters()), settings=s.optimizer_d),
+    )
+    return run
+
+
+def score(discriminator: nn.Module, batch: Batch, combined: bool) -> Scores:
+    """D's scores on the batch: two forward passes, or one over the concatenation."""
+    if combined:
+        both = discriminator(torch.cat([batch.real, batch.fake]))
+        return Scores(real=both[: len(batch.real)], fake=both[len(batch.real):])
+    return Scores(real=discriminator(batch.real), fake=discriminator(batch.fake))
+
+
+def train(run: Run, progress: Progress | None = None) -> tuple[str, str | None]:
+    """Train to the end, or to the first non-finite loss. Returns (status, reason)."""
+    s, hook, device = run.settings, run.hook, run.device
+    assert run.models is not None and run.optimizers is not None
+    G, D = run.models.generator, run.models.discriminator
+    opt_g, opt_d = run.optimizers.generator, run.optimizers.discriminator
+    n = s.batch_size
+    metrics_path = run.dir / "metrics.jsonl"
+
+    fixed_z = hook.ganbench_sample_latent(run=run, n=s.grid_size)  # the same noise at every eval point
+    ones, zeros = torch.ones(n, device=device), torch.zeros(n, device=device)
+    totals = torch.zeros(len(TRAIN_KEYS), device=device)  # summed since the last log, on the device
+    step_counter = torch.zeros((), device=device)
+    first_bad = torch.full((), -1.0, device=device)  # first step with a non-finite loss, or -1
+    first_bad_keys = torch.zeros(3, dtype=torch.bool, device=device)  # which of the losses it was
+    started = last_log_time = time.perf_counter()
+    last_log_step = 0
+
+    for index in range(s.steps):
+        # ---- discriminator: d_updates steps --------------------------------------------------
+        D.requires_grad_(True)
+        for update in range(s.d_updates):
+            step = Step(index, "d", update)
+            last = update == s.d_updates - 1
+            real, labels = run.data.sample(n, run.rng)
+            with torch.set_grad_enabled(last):  # G's first update reuses the last fake batch
+                fake = G(hook.ganbench_sample_latent(run=run, n=n))
+            batch = Batch(real=real, fake=fake.detach(), real_labels=labels)
+            hook.ganbench_discriminator_inputs(run=run, step=step, batch=batch)
+            scores = score(D, batch, combined=s.d_batch == "combined")
+            targets = Targets(real=ones.clone(), fake=zeros.clone())
+            hook.ganbench_discriminator_targets(run=run, step=step, targets=targets)
+            d_loss = hook.ganbench_discriminator_loss(run=run, step=step, scores=scores, targets=targets)
+            penalties = hook.ganbench_discriminator_penalty(run=run, step=step, batch=batch, scores=scores)
+            d_penalty = torch.stack(penalties).sum() if penalties else zeros[0]
+            opt_d.zero_grad(set_to_none=True)
+            (d_loss + d_penalty).backward()
+            opt_d.step()
+            hook.ganbench_after_discriminator_step(run=run, step=step)
+        d_scores = scores
+
+        # ---- generator: g_updates steps ------------------------------------------------------
+        D.requires_grad_(False)  # G's backward needs D's input gradients, not its weight gradients
+        for update in range(s.g_updates):
+            step = Step(index, "g", update)
+            if update > 0:
+                real, labels = run.data.sample(n, run.rng)
+                fake = G(hook.ganbench_sample_latent(run=run, n=n))
+            batch = Batch(real=real, fake=fake, real_labels=labels)
+            hook.ganbench_discriminator_inputs(run=run, step=step, batch=batch)
+            scores = Scores(real=None, fake=D(batch.fake))
+            g_loss = hook.ganbench_generator_loss(run=run, step=step, batch=batch, scores=scores)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+        hook.ganbench_step_end(run=run, step=step)
+
+        # ---- statistics, on the device: no host sync here --------------------------------------
+        values = torch.stack([d_loss.detach(), g_loss.detach(), d_penalty.detach(),
+                              d_scores.real.detach().mean(), d_scores.fake.detach().mean()])
+        totals += values
+        step_counter += 1
+        newly_bad = ~torch.isfinite(values[:3]).all() & (first_bad < 0)
+        first_bad = torch.where(newly_bad, step_counter - 1, first_bad)
+        first_bad_keys = torch.where(newly_bad, ~torch.isfinite(values[:3]), first_bad_keys)
+
+        done = index + 1
+        if done % s.log_every == 0 or done == s.steps:
+            record = read_stats(run, done, totals, done - last_log_step, started, last_log_time)
+            bad_step = int(first_bad)
+            totals.zero_()
+            last_log_step, last_log_time = done, time.perf_counter()
+            hook.ganbench_log_record(run=run, step=done, record=record)
+            append_jsonl(metrics_path, record)
+            if progress:
+                progress(record)
+            if bad_step >= 0:
+                which = [k for k, bad in zip(TRAIN_KEYS, first_bad_keys.tolist()) if bad]
+                return "diverged", f"non-finite {' and '.join(which)} at step {bad_step}"
+        if done % s.eval_every == 0 or done == s.steps:
+            evaluate(run, done, fixed_z, metrics_path)
+    save_checkpoint(run)
+    return "completed", None
+
+
+def read_stats(run: Run, done: int, totals: Tensor, count: int, started: float, last: float) -> dict[str, Any]:
+    """One metrics.jsonl train record: means since the last record. The one device read per interval."""
+    s = run.settings
+    means = (totals / count).tolist()
+    elapsed = time.perf_counter() - last
+    assert run.optimizers is not None
+    return {
+        "kind": "train",
+        "step": done,
+        "images_seen": done * s.d_updates * s.batch_size,
+        **dict(zip(TRAIN_KEYS, means)),
+        "lr_g": run.optimizers.generator.param_groups[0]["lr"],
+        "lr_d": run.optimizers.discriminator.param_groups[0]["lr"],
+        "sec_per_step": elapsed / count,
+        "elapsed_s": time.perf_counter() - started,
+    }
+
+
+def evaluate(run: Run, done: int, fixed_z: Tensor, metrics_path: Path) -> None:
+    """Sample the fixed noise into samples/, and ask metric plugins for values."""
+    generator = run.hook.ganbench_eval_generator(run=run)
+    was_training = generator.training
+    generator.eval()
+    with torch.no_grad():
+        samples = generator(fixed_z)
+        save_samples(samples, run.data.info, run.dir / "samples" / f"step-{done:07d}.png")
+        results = run.hook.ganbench_evaluate(run=run, step=done, generator=generator)
+    generator.train(was_training)
+    values: dict[str, Any] = {}
+    for result in results:
+        values.update(result or {})
+    append_jsonl(metrics_path, {"kind": "eval", "step": done,
+                                "images_seen": done * run.settings.d_updates * run.settings.batch_size,
+                                "sample_grid": f"samples/step-{done:07d}.png", **values})
+
+
+def save_checkpoint(run: Run) -> None:
+    assert run.models is not None
+    generator = run.hook.ganbench_eval_generator(run=run)
+    state = {"generator": run.models.generator.state_dict(), "step": run.settings.steps}
+    if generator is not run.models.generator:
+        state["eval_generator"] = generator.state_dict()
+    write_atomic(run.dir / "checkpoints" / "generator.pt", lambda f: torch.save(state, f))
+
+
+def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress | None = None) -> str:
+    """Run one spec into `run_dir`, recording its status whatever happens. Returns the status."""
+    from ganbench.environment import environment
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.jsonl", "error.txt"):
+        (run_dir / stale).unlink(missing_ok=True)
+    write_json(run_dir / "config.json", {"run_id": spec.run_id, **spec.resolved()})
+    write_json(run_dir / "env.json", environment(device, spec.seed, spec.suite_file.parent))
+    started_at, started = now(), time.perf_counter()
+    write_json(run_dir / "status.json", {"status": "running", "started": started_at})
+    run = None
+    try:
+        run = build_run(spec, run_dir, device)
+        status, reason = train(run, progress)
+    except Exception as exc:  # a bug in a plugin or the data: the run fails, the suite goes on
+        status, reason = "failed", f"{type(exc).__name__}: {exc}"
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+    if run is not None:
+        run.hook.ganbench_run_end(run=run, status=status, reason=reason)
+    write_json(run_dir / "status.json", {
+        "status": status, "reason": reason, "started": started_at, "finished": now(),
+        "wall_s": round(time.perf_counter() - started, 3),
+    })
+    return status

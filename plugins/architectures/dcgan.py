@@ -1,0 +1,117 @@
+"""DCGAN (Radford et al. 2015, "Unsupervised Representation Learning with Deep Convolutional GANs").
+
+Strided convolutions down in D, transposed convolutions up in G, BatchNorm, ReLU in G and
+LeakyReLU 0.2 in D, tanh output and N(0, 0.02) weights, for square images of 28, 32 or 64 pixels.
+G starts from a `start` x `start` map (7 for 28 pixels, 4 otherwise) and doubles it `n_up` times;
+D mirrors G. Channels double at each step towards the small map, from `width` at the large end.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import nn
+
+import ganbench
+
+SIZES = (28, 32, 64)
+
+
+@dataclass(frozen=True)
+class Params:
+    width: ganbench.PositiveInt = 64  # channels at full resolution (D's first conv), doubled at each stride-2 step
+    d_norm: Literal["batch", "layer", "none"] = "batch"  # "layer" is GroupNorm(1, c), per sample (WGAN-GP critics)
+    g_norm: Literal["batch", "none"] = "batch"  # norm after each hidden layer of G
+    init: Literal["normal-0.02", "default"] = "normal-0.02"  # the paper's N(0, 0.02) weights, or PyTorch's
+
+
+def unsupported(kind: str, shape: tuple[int, ...]) -> str | None:
+    """Why dcgan cannot model data of this kind and shape, or None when it can."""
+    allowed = "square images (C, H, H) with H in 28, 32, 64"
+    if kind != "image":
+        return f"dcgan needs {allowed}; the data is {kind} of shape {tuple(shape)}"
+    if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in SIZES:
+        return f"dcgan needs {allowed}; the data has shape {tuple(shape)}; use the mlp architecture"
+    return None
+
+
+def _geometry(size: int) -> tuple[int, int]:
+    """(start, n_up): G's first map side and how many stride-2 layers reach `size`."""
+    start = 7 if size == 28 else 4
+    return start, int(math.log2(size // start))
+
+
+def _norm(kind: str, channels: int) -> nn.Module | None:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        # GroupNorm with one group normalises each sample on its own, so per-sample gradient
+        # penalties stay per-sample (Gulrajani et al. 2017 §4 recommend layer norm for the critic).
+        return nn.GroupNorm(1, channels)
+    return None
+
+
+def _block(conv: nn.Module, norm: nn.Module | None, act: nn.Module) -> list[nn.Module]:
+    return [conv, act] if norm is None else [conv, norm, act]
+
+
+def _init_normal(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DCGAN:
+    """Convolutional G and D with BatchNorm and strided convs, for 28, 32 and 64 px images (Radford et al. 2015)."""
+
+    name = "dcgan"
+    params = Params
+
+    def __init__(self, params: Params):
+        self.p = params
+
+    @classmethod
+    def check(cls, params: Params, setup: Any) -> str | None:
+        return unsupported(setup.data.kind, setup.data.shape)
+
+    @ganbench.hookimpl
+    def ganbench_build_models(self, run: ganbench.Run) -> ganbench.Models:
+        reason = unsupported(run.data.kind, run.data.shape)
+        if reason is not None:
+            raise ganbench.UsageError(reason)
+        channels, size, _ = run.data.shape
+        start, n_up = _geometry(size)
+        widths = [self.p.width * 2**i for i in range(n_up)]  # widths[0] at the large end
+        # A norm's shift makes a conv bias redundant, so convs followed by a norm have none.
+        g_bias, d_bias = self.p.g_norm == "none", self.p.d_norm == "none"
+
+        g: list[nn.Module] = [nn.Unflatten(1, (run.settings.z_dim, 1, 1))]
+        g += _block(nn.ConvTranspose2d(run.settings.z_dim, widths[-1], start, 1, 0, bias=g_bias),
+                    _norm(self.p.g_norm, widths[-1]), nn.ReLU())
+        for i in reversed(range(1, n_up)):
+            g += _block(nn.ConvTranspose2d(widths[i], widths[i - 1], 4, 2, 1, bias=g_bias),
+                        _norm(self.p.g_norm, widths[i - 1]), nn.ReLU())
+        g += [nn.ConvTranspose2d(widths[0], channels, 4, 2, 1), nn.Tanh()]
+
+        # The paper puts no norm on D's first layer (nor on G's output).
+        d: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2)]
+        for i in range(1, n_up):
+            d += _block(nn.Conv2d(widths[i - 1], widths[i], 4, 2, 1, bias=d_bias),
+                        _norm(self.p.d_norm, widths[i]), nn.LeakyReLU(0.2))
+        d += [nn.Conv2d(widths[-1], 1, start, 1, 0), nn.Flatten(0)]  # (n, 1, 1, 1) -> (n,) logits
+
+        generator, discriminator = nn.Sequential(*g), nn.Sequential(*d)
+        if self.p.init == "normal-0.02":
+            generator.apply(_init_normal)
+            discriminator.apply(_init_normal)
+        return ganbench.Models(generator=generator, discriminator=discriminator)
+
+
+@ganbench.hookimpl
+def ganbench_register_architectures():
+    return [DCGAN]

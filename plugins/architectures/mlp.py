@@ -1,0 +1,65 @@
+"""Fully connected G and D (Goodfellow et al. 2014, "Generative Adversarial Nets"; the seeds' Keras MLP GAN).
+
+LeakyReLU 0.2 after every hidden layer of both networks and dropout 0.3 in D, as in the Keras MLP
+GAN the seed notes start from. That seed widens its layers (256 -> 512 -> 1024); here every hidden
+layer has the same `width`, so one knob scales the model. Works on 2-D points and flattened images.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated
+
+import annotated_types as at
+from torch import nn
+
+import ganbench
+
+# nn.Dropout(p=1) zeroes every unit and makes the network constant, so refuse it at validation.
+DropoutRate = Annotated[float, at.Interval(ge=0.0, lt=1.0)]
+
+
+@dataclass(frozen=True)
+class Params:
+    width: ganbench.PositiveInt = 256  # units in each hidden layer of G and D
+    hidden_layers: ganbench.PositiveInt = 3  # hidden layers in each network
+    d_dropout: DropoutRate = 0.3  # dropout after each hidden layer of D (Keras seed: 0.3)
+    g_dropout: DropoutRate = 0.0  # dropout after each hidden layer of G
+
+
+def _stack(n_in: int, n_out: int, p: Params, dropout: float) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for i in range(p.hidden_layers):
+        layers += [nn.Linear(n_in if i == 0 else p.width, p.width), nn.LeakyReLU(0.2)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(p.width, n_out))
+    return layers
+
+
+class MLP:
+    """Fully connected G and D with LeakyReLU 0.2 and dropout in D (Goodfellow et al. 2014)."""
+
+    name = "mlp"
+    params = Params
+
+    def __init__(self, params: Params):
+        self.p = params
+
+    @ganbench.hookimpl
+    def ganbench_build_models(self, run: ganbench.Run) -> ganbench.Models:
+        shape = tuple(run.data.shape)
+        n = math.prod(shape)
+        g_layers = _stack(run.settings.z_dim, n, self.p, self.p.g_dropout)
+        # Images live in [-1, 1], so tanh; points may not (a ring of radius 2), so no squashing.
+        if run.data.kind == "image":
+            g_layers.append(nn.Tanh())
+        generator = nn.Sequential(*g_layers, nn.Unflatten(1, shape))
+        # The final Flatten(0) turns D's (n, 1) into the (n,) logits the losses expect.
+        discriminator = nn.Sequential(nn.Flatten(1), *_stack(n, 1, self.p, self.p.d_dropout), nn.Flatten(0))
+        return ganbench.Models(generator=generator, discriminator=discriminator)
+
+
+@ganbench.hookimpl
+def ganbench_register_architectures():
+    return [MLP]
