@@ -10,7 +10,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
-from rich.table import Table
 
 from ganbench.errors import UsageError
 
@@ -120,6 +119,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    from ganbench.params import format_value
     from ganbench.registry import Registry
     from ganbench.suite import load_suite
 
@@ -128,19 +128,23 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{
             "kind": e.kind, "name": e.name, "source": e.source, "summary": e.summary,
+            "config_defaults": {k: _jsonable(v) for k, v in e.config_defaults.items()},
             "params": [{"name": p.name, "type": p.type, "default": _jsonable(p.default), "help": p.help} for p in e.params],
         } for e in entries], indent=2))
         return 0
-    console = Console()
+    console = Console(soft_wrap=True)
     for kind in dict.fromkeys(e.kind for e in entries):
-        table = Table(title=f"{kind} plugins", title_justify="left", show_lines=True)
-        for col in ("name", "parameters (default): description", "source"):
-            table.add_column(col)
+        console.rule(f"[bold]{kind} plugins", align="left")
         for e in (x for x in entries if x.kind == kind):
-            params = "\n".join(f"[bold]{p.name}[/bold]: {escape(p.type)} = {escape(repr(p.default))}\n  {escape(p.help)}"
-                               for p in e.params) or "-"
-            table.add_row(f"[bold]{e.name}[/bold]\n{escape(e.summary)}", params, escape(e.source))
-        console.print(table)
+            console.print(f"[bold cyan]{e.name}[/]  {escape(e.summary)}")
+            console.print(f"    [dim]source: {escape(e.source)}[/dim]")
+            for p in e.params:
+                console.print(f"    [bold]{p.name}[/bold]: {escape(p.type)} = {escape(format_value(p.default))}"
+                              f"  [dim]# {escape(p.help)}[/dim]")
+            if e.config_defaults:
+                sets = ", ".join(f"{k} = {format_value(v)}" for k, v in e.config_defaults.items())
+                console.print(f"    [dim]sets unless the config says otherwise: {escape(sets)}[/dim]")
+        console.print()
     return 0
 
 

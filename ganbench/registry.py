@@ -48,6 +48,13 @@ class PluginEntry:
         return describe(getattr(self.cls, "params", None))
 
     @property
+    def config_defaults(self) -> dict[str, Any]:
+        """The run settings this plugin recommends, at its default parameters."""
+        suggest = getattr(self.cls, "config_defaults", None)
+        params = getattr(self.cls, "params", None)
+        return dict(suggest(params() if params else None) or {}) if suggest else {}
+
+    @property
     def summary(self) -> str:
         doc = (self.cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""

@@ -39,8 +39,8 @@ class Layer:
     tricks: list[tuple[str, dict[str, Any], str]]  # (name, params, path)
 
 
-def flatten(table: dict[str, Any], where: str, allowed_extra: tuple[str, ...] = ()) -> Layer:
-    """A [defaults] or [[configs]] table as a Layer. `where` is the table's path, with the file."""
+def flatten(table: dict[str, Any], where: str, file: str, allowed_extra: tuple[str, ...] = ()) -> Layer:
+    """A [defaults] or [[configs]] table of `file` as a Layer. `where` is the table's path."""
     layer = Layer({}, {}, [])
     allowed = (*CORE_KEYS, *PLUGIN_KEYS, "tricks", "optimizer", *allowed_extra)
     for key, value in table.items():
@@ -48,27 +48,27 @@ def flatten(table: dict[str, Any], where: str, allowed_extra: tuple[str, ...] = 
         if key in allowed_extra:
             continue
         if key not in allowed:
-            raise UsageError(f"{path}: unknown key{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}")
+            raise UsageError(f"{file}: {path}: unknown key{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}")
         if key in CORE_KEYS:
             _put(layer, key, value, path)
         elif key == "optimizer":
-            _flatten_optimizer(layer, value, path)
+            _flatten_optimizer(layer, value, path, file)
         elif key in PLUGIN_KEYS:
-            name, params = plugin_spec(value, path, need_name=False)
+            name, params = plugin_spec(value, path, file, need_name=False)
             if name is not None:
                 _put(layer, key, name, f"{path}.name" if isinstance(value, dict) else path)
             for p, v in params.items():
                 _put(layer, f"{key}.{p}", v, f"{path}.{p}")
         else:
             if not isinstance(value, list):
-                raise UsageError(f"{path} = {format_value(value)}: expected a list of trick names or tables")
+                raise UsageError(f"{file}: {path} = {format_value(value)}: expected a list of trick names or tables")
             for i, spec in enumerate(value):
-                name, params = plugin_spec(spec, f"{path}[{i}]", need_name=True)
+                name, params = plugin_spec(spec, f"{path}[{i}]", file, need_name=True)
                 layer.tricks.append((name, params, f"{path}[{i}]"))
     return layer
 
 
-def plugin_spec(value: Any, path: str, need_name: bool) -> tuple[str | None, dict[str, Any]]:
+def plugin_spec(value: Any, path: str, file: str, need_name: bool) -> tuple[str | None, dict[str, Any]]:
     """A plugin given as "name" or {name = "...", param = value}."""
     if isinstance(value, str):
         return value, {}
@@ -76,21 +76,21 @@ def plugin_spec(value: Any, path: str, need_name: bool) -> tuple[str | None, dic
         params = {k: v for k, v in value.items() if k != "name"}
         name = value.get("name")
         if name is None and need_name:
-            raise UsageError(f"{path}.name: required key is missing")
+            raise UsageError(f"{file}: {path}.name: required key is missing")
         if name is not None and not isinstance(name, str):
-            raise UsageError(f"{path}.name = {format_value(name)}: expected a plugin name (a string)")
+            raise UsageError(f"{file}: {path}.name = {format_value(name)}: expected a plugin name (a string)")
         return name, params
-    raise UsageError(f'{path} = {format_value(value)}: expected a plugin name or a table like {{name = "..."}}')
+    raise UsageError(f'{file}: {path} = {format_value(value)}: expected a plugin name or a table like {{name = "..."}}')
 
 
-def _flatten_optimizer(layer: Layer, value: Any, path: str) -> None:
+def _flatten_optimizer(layer: Layer, value: Any, path: str, file: str) -> None:
     if not isinstance(value, dict):
-        raise UsageError(f"{path} = {format_value(value)}: expected a table with g and d")
+        raise UsageError(f"{file}: {path} = {format_value(value)}: expected a table with g and d")
     for net, settings in value.items():
         if net not in NETWORKS:
-            raise UsageError(f"{path}.{net}: unknown key{did_you_mean(net, NETWORKS)}; allowed: g, d")
+            raise UsageError(f"{file}: {path}.{net}: unknown key{did_you_mean(net, NETWORKS)}; allowed: g, d")
         if not isinstance(settings, dict):
-            raise UsageError(f"{path}.{net} = {format_value(settings)}: expected a table like {{lr = 2e-4}}")
+            raise UsageError(f"{file}: {path}.{net} = {format_value(settings)}: expected a table like {{lr = 2e-4}}")
         for field_name, v in settings.items():
             _put(layer, f"optimizer.{net}.{field_name}", v, f"{path}.{net}.{field_name}")
 
@@ -117,7 +117,7 @@ def layer_from_flat(values: dict[str, Any], paths: dict[str, str]) -> Layer:
     return Layer(dict(values), dict(paths), [])
 
 
-def merge(layers: list[Layer]) -> Layer:
+def merge(layers: list[Layer], file: str) -> Layer:
     """Later layers win. Naming a plugin drops the parameters lower layers gave the old choice."""
     out = Layer({}, {}, [])
     trick_params: dict[str, tuple[dict[str, Any], str]] = {}
@@ -132,7 +132,7 @@ def merge(layers: list[Layer]) -> Layer:
             if key.startswith("tricks."):
                 _, name, param = key.split(".")
                 if name not in trick_params:
-                    raise UsageError(f'{layer.paths[key]}: no trick "{name}" in this configuration to set {param} on')
+                    raise UsageError(f'{file}: {layer.paths[key]}: no trick "{name}" in this configuration to set {param} on')
                 trick_params[name][0][param] = value
                 trick_param_paths[f"{name}.{param}"] = layer.paths[key]
             else:
@@ -140,7 +140,7 @@ def merge(layers: list[Layer]) -> Layer:
                 out.paths[key] = layer.paths[key]
         for name, params, path in layer.tricks:
             if name in trick_params:
-                raise UsageError(f'{path}: trick "{name}" is already listed at {trick_params[name][1]}')
+                raise UsageError(f'{file}: {path}: trick "{name}" is already listed at {trick_params[name][1]}')
             trick_params[name] = (dict(params), path)
     out.tricks = [(name, params, path) for name, (params, path) in trick_params.items()]
     out.paths.update({f"tricks.{k}": v for k, v in trick_param_paths.items()})
@@ -148,7 +148,7 @@ def merge(layers: list[Layer]) -> Layer:
 
 
 def builtin_layer() -> Layer:
-    layer = flatten(BUILTIN_DEFAULTS, "(built-in defaults)")
+    layer = flatten(BUILTIN_DEFAULTS, "(built-in defaults)", "ganbench")
     for key in CORE_KEYS:
         layer.values.setdefault(key, getattr(CoreSettings(), key))
         layer.paths.setdefault(key, f"(built-in defaults).{key}")

@@ -154,9 +154,9 @@ class Suite:
 
     def settings(self, config: Config, scale: str) -> RunSettings:
         file = str(self.path)
-        first = merge([builtin_layer(), self.defaults, *config.layers, self.scales[scale]])
+        first = merge([builtin_layer(), self.defaults, *config.layers, self.scales[scale]], file)
         plugin_layer = plugin_defaults_layer(first, self.registry, file)
-        merged = merge([builtin_layer(), self.defaults, plugin_layer, *config.layers, self.scales[scale]])
+        merged = merge([builtin_layer(), self.defaults, plugin_layer, *config.layers, self.scales[scale]], file)
         return settings_from(merged, self.registry, config.name, self.dataset, self.data, file, config.where)
 
 
@@ -189,7 +189,7 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
     registry = Registry(plugin_files)
 
     dataset, data = _dataset(tree, registry, path, data_root)
-    defaults = flatten(_table(tree, "defaults", file, required=False), "defaults")
+    defaults = flatten(_table(tree, "defaults", file, required=False), "defaults", file)
     scales = _scales(tree, file)
     configs = _configs(tree, file)
     if header.baseline and header.baseline not in [c.name for c in configs]:
@@ -243,7 +243,7 @@ def _table(tree: dict[str, Any], key: str, file: str, required: bool = True) -> 
 def _dataset(tree: dict[str, Any], registry: Registry, path: Path, data_root: str | None) -> tuple[PluginChoice, DataInfo]:
     file = str(path)
     table = _table(tree, "dataset", file)
-    name, raw = plugin_spec(table, "dataset", need_name=True)
+    name, raw = plugin_spec(table, "dataset", file, need_name=True)
     entry = registry.get("dataset", name, f"{file}: dataset.name")
     params_cls = getattr(entry.cls, "params", None)
     field_names = set(getattr(params_cls, "__dataclass_fields__", {}))
@@ -294,7 +294,7 @@ def _configs(tree: dict[str, Any], file: str) -> list[Config]:
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
             raise UsageError(f"{file}: {where}.name: every config needs a name (a non-empty string)")
-        layer = flatten(entry, f"{where}", allowed_extra=("name", "matrix"))
+        layer = flatten(entry, where, file, allowed_extra=("name", "matrix"))
         matrix = entry.get("matrix")
         if matrix is None:
             configs.append(Config(name, where, [layer]))

@@ -35,6 +35,7 @@ def now() -> str:
 def build_run(spec: Any, run_dir: Path, device: torch.device) -> Run:
     """Seed everything, load the data, register the run's plugins, build models and optimizers."""
     s = spec.settings
+    run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
     rng = torch.Generator(device=device)
     rng.manual_seed(spec.seed)
