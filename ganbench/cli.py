@@ -102,9 +102,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(summary_table(outcomes))
     if scale == "smoke" and args.scale is None:
         console.print(Panel(SMOKE_WARNING, style="bold yellow"))
-    bad = [o for o in outcomes if o.status != "completed"]
-    console.print(f"{len(outcomes) - len(bad)}/{len(outcomes)} runs completed; run directories in {out / 'runs'}")
-    return 1 if bad else 0
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("completed", "diverged", "failed")}
+    console.print(f"{counts['completed']}/{len(outcomes)} runs completed, {counts['diverged']} diverged, "
+                  f"{counts['failed']} failed; run directories in {out / 'runs'}")
+    # A diverged run is a finding about the configuration; a failed run is a crash worth a non-zero exit.
+    return 1 if counts["failed"] else 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

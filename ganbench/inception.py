@@ -236,9 +236,12 @@ def feature_extractor(device: torch.device | str, weights: Path | None):
             raise  # a failed download or a torch-fidelity bug, not a bad file of the user's
         # load_state_dict reports wrong keys/shapes as RuntimeError; a non-checkpoint file
         # fails to unpickle. Either way the user pointed us at the wrong file.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # One line for the CLI; a missing-keys report lists hundreds of keys, so cap it.
+        detail = " ".join(str(e).split()) or type(e).__name__
+        if len(detail) > 240:
+            detail = detail[:240] + "..."
         raise UsageError(
-            f"Inception weights file {weights} is not a torch-fidelity InceptionV3 state dict: {first}"
+            f"Inception weights file {weights} is not a torch-fidelity InceptionV3 state dict: {detail}"
         ) from e
     return model.to(device).eval()
 

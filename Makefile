@@ -1,0 +1,28 @@
+# Set-up and the two everyday jobs. Everything a fresh machine needs is installed from here.
+VENV ?= .venv
+PYTHON ?= python3
+BIN = $(VENV)/bin
+
+.PHONY: install run test test-slow bench
+
+$(BIN)/.ganbench-installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(BIN)/.ganbench-installed
+
+# The main job: the stability suite on the embedded MNIST subset (smoke scale without a GPU).
+run: install
+	$(BIN)/ganbench run suites/stability.toml
+
+# The default test run (fast unit tests and a few CPU trainings; under 10 minutes).
+test: install
+	$(BIN)/pytest
+
+# End-to-end tests that train real suites through the CLI, one process per run.
+test-slow: install
+	$(BIN)/pytest -m slow
+
+bench: install
+	$(BIN)/ganbench bench
