@@ -8,13 +8,14 @@ from ganbench.data import Data, DataInfo, TensorData
 from ganbench.errors import UsageError
 from ganbench.hookspecs import hookimpl
 from ganbench.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
-from ganbench.state import Batch, Models, Optimizers, Run, Scores, Step, Targets
+from ganbench.state import Batch, MetricValues, Models, Optimizers, Run, Scores, Step, Targets
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
     "Data",
+    "MetricValues",
     "DataInfo",
     "Models",
     "NonNegativeFloat",

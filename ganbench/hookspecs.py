@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-    from ganbench.state import Batch, Models, Run, Scores, Step, Targets
+    from ganbench.state import Batch, MetricValues, Models, Run, Scores, Step, Targets
 
 PROJECT = "ganbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -120,13 +120,15 @@ def ganbench_sample_latent(run: Run, n: int) -> Tensor:
 
 @hookspec
 def ganbench_discriminator_inputs(run: Run, step: Step, batch: Batch) -> None:
-    """Change what D sees, in place (`batch.real`, `batch.fake`). Called in the D phase and in the
-    G phase (`step.phase`), so a trick that perturbs D's inputs does so for both players."""
+    """Change what D sees by assigning new tensors to `batch.real` / `batch.fake`. Called in the
+    D phase and in the G phase (`step.phase`), so a trick that perturbs D's inputs does so for
+    both players."""
 
 
 @hookspec
 def ganbench_discriminator_targets(run: Run, step: Step, targets: Targets) -> None:
-    """Change D's per-sample targets in place (label smoothing, noisy labels). D phase only."""
+    """Change D's per-sample targets by assigning new tensors to `targets.real` / `targets.fake`
+    (label smoothing, noisy labels). D phase only."""
 
 
 @hookspec(firstresult=True)
@@ -175,9 +177,10 @@ def ganbench_eval_generator(run: Run) -> nn.Module:
 
 
 @hookspec
-def ganbench_evaluate(run: Run, step: int, generator: nn.Module) -> dict[str, Any] | None:
-    """Return metric values for `generator` at an eval point, or None. Called every
-    `eval_every` steps and after the last step, in eval mode under no_grad."""
+def ganbench_evaluate(run: Run, step: int, generator: nn.Module) -> MetricValues | None:
+    """Return metric values, their better direction and their provenance for `generator` at an
+    eval point, or None. Called every `eval_every` steps and after the last step, with the
+    generator in eval mode under no_grad. Metric plugins implement it."""
 
 
 @hookspec

@@ -5,7 +5,8 @@ Values are kept as flat dotted keys while merging:
   "steps"                  a core setting
   "optimizer.d.lr"         an optimizer field
   "loss", "loss.<param>"   a plugin choice and its parameters; setting the name replaces the params
-  "tricks"                 an ordered {name: {param: value}} (configs append to [defaults])
+  "tricks", "metrics"      ordered plugin lists {name: {param: value}} (configs append to [defaults]);
+                           "tricks.<name>.<param>" sets one listed plugin's parameter
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ganbench.registry import Registry
 from ganbench.settings import (
     BUILTIN_DEFAULTS,
     CORE_KEYS,
+    LIST_KEYS,
     PLUGIN_KEYS,
     CoreSettings,
     OptimizerSettings,
@@ -36,13 +38,22 @@ class Layer:
 
     values: dict[str, Any]
     paths: dict[str, str]
-    tricks: list[tuple[str, dict[str, Any], str]]  # (name, params, path)
+    lists: dict[str, list[tuple[str, dict[str, Any], str]]]  # "tricks"/"metrics" -> [(name, params, path)]
+
+    @property
+    def tricks(self) -> list[tuple[str, dict[str, Any], str]]:
+        return self.lists.get("tricks", [])
+
+
+def empty_layer(values: dict[str, Any] | None = None, paths: dict[str, str] | None = None) -> Layer:
+    """A layer with these flat values and no plugin lists (scales, matrix points)."""
+    return Layer(dict(values or {}), dict(paths or {}), {key: [] for key in LIST_KEYS})
 
 
 def flatten(table: dict[str, Any], where: str, file: str, allowed_extra: tuple[str, ...] = ()) -> Layer:
     """A [defaults] or [[configs]] table of `file` as a Layer. `where` is the table's path."""
-    layer = Layer({}, {}, [])
-    allowed = (*CORE_KEYS, *PLUGIN_KEYS, "tricks", "optimizer", *allowed_extra)
+    layer = empty_layer()
+    allowed = (*CORE_KEYS, *PLUGIN_KEYS, *LIST_KEYS, "optimizer", *allowed_extra)
     for key, value in table.items():
         path = f"{where}.{key}"
         if key in allowed_extra:
@@ -61,10 +72,12 @@ def flatten(table: dict[str, Any], where: str, file: str, allowed_extra: tuple[s
                 _put(layer, f"{key}.{p}", v, f"{path}.{p}")
         else:
             if not isinstance(value, list):
-                raise UsageError(f"{file}: {path} = {format_value(value)}: expected a list of trick names or tables")
+                raise UsageError(f"{file}: {path} = {format_value(value)}: expected a list of {LIST_KEYS[key]} "
+                                 "names or tables")
+            layer.paths[key] = path  # an explicit list, even an empty one, is a choice
             for i, spec in enumerate(value):
                 name, params = plugin_spec(spec, f"{path}[{i}]", file, need_name=True)
-                layer.tricks.append((name, params, f"{path}[{i}]"))
+                layer.lists[key].append((name, params, f"{path}[{i}]"))
     return layer
 
 
@@ -109,41 +122,39 @@ def flat_key_known(key: str) -> bool:
         return len(parts) == 3 and parts[1] in NETWORKS
     if parts[0] in PLUGIN_KEYS:
         return len(parts) == 2
-    return parts[0] == "tricks" and len(parts) == 3
-
-
-def layer_from_flat(values: dict[str, Any], paths: dict[str, str]) -> Layer:
-    """A Layer from dotted keys (a matrix point); "tricks.<name>.<param>" keys stay flat."""
-    return Layer(dict(values), dict(paths), [])
+    return parts[0] in LIST_KEYS and len(parts) == 3
 
 
 def merge(layers: list[Layer], file: str) -> Layer:
-    """Later layers win. Naming a plugin drops the parameters lower layers gave the old choice."""
-    out = Layer({}, {}, [])
-    trick_params: dict[str, tuple[dict[str, Any], str]] = {}
-    trick_param_paths: dict[str, str] = {}
+    """Later layers win. Naming a plugin drops the parameters lower layers gave the old choice;
+    plugin lists (tricks, metrics) accumulate."""
+    out = empty_layer()
+    listed: dict[str, dict[str, tuple[dict[str, Any], str]]] = {key: {} for key in LIST_KEYS}
     for layer in layers:
         for key in PLUGIN_KEYS:
             if key in layer.values:
                 for k in [k for k in out.values if k.startswith(key + ".")]:
                     del out.values[k]
                     del out.paths[k]
+        for list_key, entries in layer.lists.items():
+            if list_key in layer.paths:
+                out.paths[list_key] = layer.paths[list_key]
+            for name, params, path in entries:
+                if name in listed[list_key]:
+                    raise UsageError(f'{file}: {path}: {LIST_KEYS[list_key]} "{name}" is already listed at '
+                                     f"{listed[list_key][name][1]}")
+                listed[list_key][name] = (dict(params), path)
         for key, value in layer.values.items():
-            if key.startswith("tricks."):
-                _, name, param = key.split(".")
-                if name not in trick_params:
-                    raise UsageError(f'{file}: {layer.paths[key]}: no trick "{name}" in this configuration to set {param} on')
-                trick_params[name][0][param] = value
-                trick_param_paths[f"{name}.{param}"] = layer.paths[key]
-            else:
-                out.values[key] = value
-                out.paths[key] = layer.paths[key]
-        for name, params, path in layer.tricks:
-            if name in trick_params:
-                raise UsageError(f'{file}: {path}: trick "{name}" is already listed at {trick_params[name][1]}')
-            trick_params[name] = (dict(params), path)
-    out.tricks = [(name, params, path) for name, (params, path) in trick_params.items()]
-    out.paths.update({f"tricks.{k}": v for k, v in trick_param_paths.items()})
+            if key.split(".")[0] in LIST_KEYS:
+                list_key, name, param = key.split(".")
+                if name not in listed[list_key]:
+                    raise UsageError(f'{file}: {layer.paths[key]}: no {LIST_KEYS[list_key]} "{name}" in this '
+                                     f"configuration to set {param} on")
+                listed[list_key][name][0][param] = value
+            out.values[key] = value
+            out.paths[key] = layer.paths[key]
+    out.lists = {key: [(name, params, path) for name, (params, path) in entries.items()]
+                 for key, entries in listed.items()}
     return out
 
 
@@ -157,7 +168,7 @@ def builtin_layer() -> Layer:
 
 def plugin_defaults_layer(merged: Layer, registry: Registry, file: str) -> Layer:
     """The settings the chosen loss and tricks recommend (`config_defaults`), as a layer."""
-    layer = Layer({}, {}, [])
+    layer = empty_layer()
     chosen = [(kind, merged.values[kind], {k.split(".", 1)[1]: v for k, v in merged.values.items()
                                            if k.startswith(kind + ".")}) for kind in ("loss",)]
     chosen += [("trick", name, params) for name, params, _ in merged.tricks]
@@ -172,7 +183,7 @@ def plugin_defaults_layer(merged: Layer, registry: Registry, file: str) -> Layer
         except UsageError:
             continue  # the real error is raised, with its path, when the config is validated
         for key, value in (suggest(params) or {}).items():
-            if not flat_key_known(key) or key.startswith("tricks."):
+            if not flat_key_known(key) or key.split(".")[0] in LIST_KEYS:
                 raise UsageError(f"{entry.source}: {kind} \"{name}\".config_defaults() returns unknown key \"{key}\"")
             if key.startswith("architecture.") and key.split(".", 1)[1] not in arch_params:
                 continue  # only meaningful for architectures that have this parameter
@@ -186,11 +197,27 @@ def _param_names(registry: Registry, kind: str, name: Any) -> set[str]:
     return {f.name for f in fields(params)} if params else set()
 
 
+def explicit_lists(merged: Layer) -> set[str]:
+    """List keys a suite set, even to [] (an empty list in the file is a choice)."""
+    return {k for k in merged.paths if k in LIST_KEYS}
+
+
+def default_metrics(data: DataInfo, registry: Registry) -> list[str]:
+    """Metrics for a suite that names none: FID for images, class metrics for labelled images,
+    mode coverage for 2-D mixtures (each only if installed)."""
+    wanted = ["fid", "classifier"] if data.kind == "image" else ["mixture-modes"]
+    if data.kind == "image" and not data.num_classes:
+        wanted.remove("classifier")
+    return [name for name in wanted if name in registry.table["metric"]]
+
+
 def settings_from(merged: Layer, registry: Registry, config: str, dataset: PluginChoice,
                   data: DataInfo, file: str, where: str) -> RunSettings:
     """Validate a merged layer into RunSettings; every error names the key's path in the file."""
     v, paths = merged.values, {k: f"{file}: {p}" for k, p in merged.paths.items()}
     core = parse(CoreSettings, {k: v[k] for k in CORE_KEYS}, f"{file}: {where}", paths)
+    if not merged.lists["metrics"] and "metrics" not in explicit_lists(merged):
+        merged.lists["metrics"] = [(name, {}, "(metrics chosen for the data)") for name in default_metrics(data, registry)]
     optimizers = []
     for net in NETWORKS:
         prefix = f"optimizer.{net}."
@@ -206,20 +233,22 @@ def settings_from(merged: Layer, registry: Registry, config: str, dataset: Plugi
         sub_paths = {k.split(".", 1)[1]: p for k, p in paths.items() if k.startswith(key + ".")}
         params = parse(getattr(entry.cls, "params", None), values, f"{file}: {where}.{key}", sub_paths)
         choices[key] = PluginChoice(kind, entry.name, entry.cls, params)
-    tricks = []
-    for name, raw_params, path in merged.tricks:
-        entry = registry.get("trick", name, f"{file}: {path}")
-        sub_paths = {p: f"{file}: {merged.paths[f'tricks.{name}.{p}']}" for p in raw_params
-                     if f"tricks.{name}.{p}" in merged.paths}
-        params = parse(getattr(entry.cls, "params", None), raw_params, f"{file}: {path}", sub_paths)
-        tricks.append(PluginChoice("trick", entry.name, entry.cls, params))
+    listed: dict[str, tuple[PluginChoice, ...]] = {}
+    for list_key, kind in LIST_KEYS.items():
+        chosen = []
+        for name, raw_params, path in merged.lists[list_key]:
+            entry = registry.get(kind, name, f"{file}: {path}")
+            sub_paths = {p: paths[f"{list_key}.{name}.{p}"] for p in raw_params if f"{list_key}.{name}.{p}" in paths}
+            params = parse(getattr(entry.cls, "params", None), raw_params, f"{file}: {path}", sub_paths)
+            chosen.append(PluginChoice(kind, entry.name, entry.cls, params))
+        listed[list_key] = tuple(chosen)
     settings = RunSettings(
         config=config, core=core, dataset=dataset, data=data,
         architecture=choices["architecture"], loss=choices["loss"], latent=choices["latent"],
-        tricks=tuple(tricks), optimizer_g=optimizers[0], optimizer_d=optimizers[1],
+        tricks=listed["tricks"], metrics=listed["metrics"], optimizer_g=optimizers[0], optimizer_d=optimizers[1],
         origins=dict(merged.paths),
     )
-    for choice in (settings.architecture, settings.loss, settings.latent, *settings.tricks):
+    for choice in (settings.architecture, settings.loss, settings.latent, *settings.tricks, *settings.metrics):
         check = getattr(choice.cls, "check", None)
         reason = check(choice.params, settings) if check else None
         if reason:

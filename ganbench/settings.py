@@ -35,11 +35,14 @@ class CoreSettings:
     log_every: PositiveInt = 50  # steps between metrics.jsonl records (one device read each)
     eval_every: PositiveInt = 500  # steps between eval points (sample grids, metrics)
     grid_size: PositiveInt = 64  # samples in each grid, drawn from fixed noise
+    eval_samples: PositiveInt = 10_000  # generated samples per eval point for sample-based metrics (FID, KID)
+    real_samples: PositiveInt = 10_000  # real samples for reference statistics (at most the dataset's size)
 
 
 CORE_KEYS = tuple(CoreSettings.__dataclass_fields__)
 PLUGIN_KEYS = {"architecture": "architecture", "loss": "loss", "latent": "latent"}  # key -> kind
-ALL_KEYS = (*CORE_KEYS, *PLUGIN_KEYS, "tricks", "optimizer")
+LIST_KEYS = {"tricks": "trick", "metrics": "metric"}  # plugin lists -> kind
+ALL_KEYS = (*CORE_KEYS, *PLUGIN_KEYS, *LIST_KEYS, "optimizer")
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "architecture": "dcgan",
     "loss": "bce",
@@ -75,6 +78,7 @@ class RunSettings:
     loss: PluginChoice
     latent: PluginChoice
     tricks: tuple[PluginChoice, ...]
+    metrics: tuple[PluginChoice, ...]
     optimizer_g: OptimizerSettings
     optimizer_d: OptimizerSettings
     origins: dict[str, str] = field(default_factory=dict, compare=False)  # key -> where its value came from

@@ -81,3 +81,20 @@ class Run:
     models: Models | None = None
     optimizers: Optimizers | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # per-run scratch space shared between plugins
+
+
+@dataclass
+class MetricValues:
+    """What a metric plugin returns from `ganbench_evaluate`.
+
+    `values` go into metrics.jsonl under their own keys (keep them unique across metrics: "fid",
+    "kid_mean", "class_coverage"); `better` says, for each key, whether "min" or "max" is better,
+    so the run can record its best value; `provenance` says how the values were measured
+    (extractor, weights hash, sample counts, ...), and values whose provenance differs are never
+    ranked together.
+    """
+
+    metric: str  # the metric plugin's name
+    values: dict[str, float]
+    better: dict[str, Literal["min", "max"]]
+    provenance: dict[str, Any] = field(default_factory=dict)

@@ -23,6 +23,7 @@ from ganbench.registry import Registry
 from ganbench.resolve import (
     Layer,
     builtin_layer,
+    empty_layer,
     flat_key_known,
     flatten,
     merge,
@@ -35,11 +36,14 @@ from ganbench.settings import CORE_KEYS, PluginChoice, RunSettings
 TOP_KEYS = ("suite", "dataset", "defaults", "scales", "configs")
 SCALES = ("smoke", "default", "paper")
 # A scale shortens or lengthens a run; it may set only these.
-SCALE_KEYS = ("steps", "log_every", "eval_every", "batch_size", "grid_size")
+SCALE_KEYS = ("steps", "log_every", "eval_every", "batch_size", "grid_size", "eval_samples", "real_samples")
+# Sample counts follow the usual protocol: 50k generated samples for paper-scale FID (Heusel et al.
+# 2017), 10k as the common cheaper setting, and a few hundred at smoke scale, where FID is biased
+# upwards and only indicative (KID, reported beside it, is unbiased).
 BUILTIN_SCALES: dict[str, dict[str, Any]] = {
-    "smoke": {"steps": 200, "log_every": 10, "eval_every": 100},
-    "default": {},
-    "paper": {},
+    "smoke": {"steps": 200, "log_every": 10, "eval_every": 100, "eval_samples": 256, "real_samples": 500},
+    "default": {"eval_samples": 10_000, "real_samples": 10_000},
+    "paper": {"eval_samples": 50_000, "real_samples": 50_000},
 }
 PATH_PARAMS = ("path", "root")  # dataset params resolved relative to the suite's folder
 
@@ -89,6 +93,7 @@ class RunSpec:
                 "loss": choice(s.loss),
                 "latent": choice(s.latent),
                 "tricks": [choice(t) for t in s.tricks],
+                "metrics": [choice(m) for m in s.metrics],
             },
             "origins": dict(sorted(s.origins.items())),
         }
@@ -278,7 +283,7 @@ def _scales(tree: dict[str, Any], file: str) -> dict[str, Layer]:
                                  f"allowed: {', '.join(SCALE_KEYS)}")
         values = {**BUILTIN_SCALES[name], **given}
         paths = {k: f"scales.{name}.{k}" if k in given else f"(built-in scale {name}).{k}" for k in values}
-        layers[name] = Layer(values, paths, [])
+        layers[name] = empty_layer(values, paths)
     return layers
 
 
@@ -315,7 +320,7 @@ def _expand_matrix(name: str, where: str, layer: Layer, matrix: Any, file: str) 
         if not flat_key_known(key):
             raise UsageError(f"{file}: {path}: not a setting a matrix can vary; use a core key "
                              f"({', '.join(CORE_KEYS)}), optimizer.g.<field>, optimizer.d.<field>, "
-                             "architecture/loss/latent[.<param>] or tricks.<name>.<param>")
+                             "architecture/loss/latent[.<param>], tricks.<name>.<param> or metrics.<name>.<param>")
         if not isinstance(values, list) or not values:
             raise UsageError(f"{file}: {path} = {format_value(values)}: expected a non-empty list of values")
     configs = []
@@ -324,5 +329,5 @@ def _expand_matrix(name: str, where: str, layer: Layer, matrix: Any, file: str) 
         values = {k: v for k, (_, v) in zip(keys, combo)}
         paths = {k: f'{where}.matrix."{k}"[{j}]' for k, (j, _) in zip(keys, combo)}
         label = ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
-        configs.append(Config(f"{name}[{label}]", where, [layer, Layer(values, paths, [])]))
+        configs.append(Config(f"{name}[{label}]", where, [layer, empty_layer(values, paths)]))
     return configs

@@ -41,6 +41,7 @@ def build_run(spec: Any, run_dir: Path, device: torch.device) -> Run:
     rng.manual_seed(spec.seed)
     data = s.dataset.instantiate().load(device)
     plugins = [(f"trick:{t.name}", t.instantiate()) for t in s.tricks]
+    plugins += [(f"metric:{m.name}", m.instantiate()) for m in s.metrics]
     plugins += [(f"{c.kind}:{c.name}", c.instantiate()) for c in (s.loss, s.latent, s.architecture)]
     pm = run_plugin_manager(plugins)
     run = Run(settings=s, seed=spec.seed, device=device, data=data, dir=run_dir, hook=pm.hook, rng=rng)
@@ -179,12 +180,35 @@ def evaluate(run: Run, done: int, fixed_z: Tensor, metrics_path: Path) -> None:
         save_samples(samples, run.data.info, run.dir / "samples" / f"step-{done:07d}.png")
         results = run.hook.ganbench_evaluate(run=run, step=done, generator=generator)
     generator.train(was_training)
-    values: dict[str, Any] = {}
+    record: dict[str, Any] = {"kind": "eval", "step": done,
+                              "images_seen": done * run.settings.d_updates * run.settings.batch_size,
+                              "sample_grid": f"samples/step-{done:07d}.png"}
+    provenance, better = {}, run.extras.setdefault("metric_better", {})
     for result in results:
-        values.update(result or {})
-    append_jsonl(metrics_path, {"kind": "eval", "step": done,
-                                "images_seen": done * run.settings.d_updates * run.settings.batch_size,
-                                "sample_grid": f"samples/step-{done:07d}.png", **values})
+        if result is None:
+            continue
+        record.update(result.values)
+        provenance[result.metric] = result.provenance
+        better.update(result.better)
+    if provenance:
+        record["provenance"] = provenance
+    append_jsonl(metrics_path, record)
+
+
+def metric_summary(metrics_path: Path, better: dict[str, str]) -> dict[str, Any]:
+    """Final and best value of every metric, with the step of the best, from the eval records."""
+    from ganbench.rundir import read_jsonl
+
+    evals = [r for r in read_jsonl(metrics_path) if r.get("kind") == "eval"]
+    final, best = {}, {}
+    for key, direction in better.items():
+        points = [(r["step"], r[key]) for r in evals if isinstance(r.get(key), (int, float))]
+        if not points:
+            continue
+        final[key] = points[-1][1]
+        step, value = (min if direction == "min" else max)(points, key=lambda p: p[1])
+        best[key] = {"value": value, "step": step}
+    return {"final": final, "best": best, "better": better}
 
 
 def save_checkpoint(run: Run) -> None:
@@ -214,10 +238,12 @@ def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress |
     except Exception as exc:  # a bug in a plugin or the data: the run fails, the suite goes on
         status, reason = "failed", f"{type(exc).__name__}: {exc}"
         (run_dir / "error.txt").write_text(traceback.format_exc())
+    summary = {}
     if run is not None:
         run.hook.ganbench_run_end(run=run, status=status, reason=reason)
+        summary = metric_summary(run_dir / "metrics.jsonl", run.extras.get("metric_better", {}))
     write_json(run_dir / "status.json", {
         "status": status, "reason": reason, "started": started_at, "finished": now(),
-        "wall_s": round(time.perf_counter() - started, 3),
+        "wall_s": round(time.perf_counter() - started, 3), "metrics": summary,
     })
     return status
