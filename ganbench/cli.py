@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "scale": scale, "scale_reason": scale_reason, "device": str(device), "device_name": device_name(device),
         "started": now(), "runs": [s.run_id for s in specs],
     })
-    outcomes = run_suite(suite, specs, out, device, jobs=args.jobs, data_root=args.data_root, console=console)
+    outcomes = run_suite(suite, specs, out, device, jobs=args.jobs, console=console)
     console.print(summary_table(outcomes))
     if scale == "smoke" and args.scale is None:
         console.print(Panel(SMOKE_WARNING, style="bold yellow"))

@@ -28,6 +28,7 @@ class Data:
     kind: Literal["image", "points"]
     shape: tuple[int, ...]
     num_classes: int | None  # None for unlabelled data
+    device: torch.device  # where `sample` returns its tensors
 
     @property
     def info(self) -> DataInfo:
@@ -63,6 +64,10 @@ class TensorData(Data):
 
     def __len__(self) -> int:
         return len(self.x)
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return self.x.device
 
     def to(self, device: torch.device) -> TensorData:
         y = None if self.y is None else self.y.to(device)

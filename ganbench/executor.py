@@ -1,8 +1,10 @@
 """Run a suite's runs, one process each, with a live progress line per active run.
 
 Each run gets its own process (forkserver on Linux: torch is imported once in the server, so a
-run starts in milliseconds), so a crash in one run cannot take the suite down. The child re-reads
-the suite and picks its run by id, so nothing unpicklable crosses the process boundary.
+run starts in milliseconds), so a crash in one run cannot take the suite down. The child gets the
+run's resolved settings as plain JSON (what config.json holds) and the suite's plugin files, and
+rebuilds its spec from them: nothing unpicklable crosses the process boundary, and editing the
+suite while it runs changes nothing already planned.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import multiprocessing as mp
 import queue as queue_mod
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ganbench.rundir import read_json, read_status, write_json
-from ganbench.suite import RunSpec, Suite, load_suite
+from ganbench.suite import RunSpec, Suite
 
 
 @dataclass
@@ -32,13 +35,19 @@ class Outcome:
     skipped: bool = False
 
 
-def _child(suite_path: str, data_root: str | None, scale: str, run_id: str, run_dir: str, device: str,
-           messages: Any) -> None:
+def _child(resolved: dict[str, Any], plugin_files: list[str], run_dir: str, device: str, messages: Any) -> None:
+    """One run, in its own process: rebuild the spec from its resolved settings and train."""
+    from ganbench.registry import Registry
+    from ganbench.suite import spec_from_resolved
     from ganbench.trainer import execute
 
-    suite = load_suite(suite_path, data_root=data_root)
-    spec = next(s for s in suite.runs(scale) if s.run_id == run_id)
-    execute(spec, Path(run_dir), torch.device(device), progress=lambda record: messages.put((run_id, record)))
+    try:
+        spec = spec_from_resolved(resolved, Registry([Path(f) for f in plugin_files]))
+    except Exception:  # record why the run could not even start, then let the process fail
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
+        raise
+    execute(spec, Path(run_dir), torch.device(device), progress=lambda record: messages.put((spec.run_id, record)))
 
 
 def _context() -> mp.context.BaseContext:
@@ -50,7 +59,7 @@ def _context() -> mp.context.BaseContext:
 
 
 def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.device, jobs: int = 1,
-              data_root: str | None = None, console: Console | None = None) -> list[Outcome]:
+              console: Console | None = None) -> list[Outcome]:
     """Run every spec not already completed under `out`/runs. jobs=0 runs in this process."""
     console = console or Console(stderr=True)
     outcomes: list[Outcome] = []
@@ -88,13 +97,14 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
         else:
             ctx = _context()
             messages = ctx.Queue()
+            plugin_files = [str((suite.path.parent / f).resolve()) for f in suite.header.plugins]
             pending, active = list(todo), {}
             while pending or active:
                 while pending and len(active) < jobs:
                     spec = pending.pop(0)
                     run_dir = out / "runs" / spec.run_id
-                    proc = ctx.Process(target=_child, args=(str(suite.path), data_root, spec.scale, spec.run_id,
-                                                             str(run_dir), str(device), messages))
+                    proc = ctx.Process(target=_child, args=(spec.resolved(), plugin_files, str(run_dir),
+                                                             str(device), messages))
                     proc.start()
                     active[spec.run_id] = (proc, spec, run_dir)
                     start_task(spec)
@@ -126,6 +136,8 @@ def _outcome(spec: RunSpec, run_dir: Path, exitcode: int | None = 0) -> Outcome:
     if status.get("status") in (None, "running"):
         # The process died without recording an end (killed, segfault): record it for it.
         reason = f"the run's process exited with code {exitcode} before recording a status"
+        if (run_dir / "error.txt").exists():
+            reason += f" ({(run_dir / 'error.txt').read_text().strip().splitlines()[-1]})"
         write_json(run_dir / "status.json", {**status, "status": "failed", "reason": reason})
         return Outcome(spec, run_dir, "failed", reason)
     return Outcome(spec, run_dir, status["status"], status.get("reason"))

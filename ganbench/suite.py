@@ -31,7 +31,7 @@ from ganbench.resolve import (
     plugin_spec,
     settings_from,
 )
-from ganbench.settings import CORE_KEYS, PluginChoice, RunSettings
+from ganbench.settings import CORE_KEYS, CoreSettings, OptimizerSettings, PluginChoice, RunSettings
 
 TOP_KEYS = ("suite", "dataset", "defaults", "scales", "configs")
 SCALES = ("smoke", "default", "paper")
@@ -107,6 +107,40 @@ class RunSpec:
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.config).strip("-")[:60] or "config"
         return f"{slug}-s{self.seed}-{digest}"
+
+
+def spec_from_resolved(resolved: dict[str, Any], registry: Registry) -> RunSpec:
+    """Rebuild a RunSpec from `RunSpec.resolved()` (the content of config.json).
+
+    A run's process uses this instead of re-reading the suite, so editing the suite file while a
+    suite runs cannot change, or lose, the runs already planned.
+    """
+    where = f"config.json of {resolved['config']} seed {resolved['seed']}"
+    settings = resolved["settings"]
+
+    def choice(kind: str, spec: dict[str, Any]) -> PluginChoice:
+        entry = registry.get(kind, spec["name"], where)
+        return PluginChoice(kind, entry.name, entry.cls,
+                            parse(getattr(entry.cls, "params", None), spec["params"], f"{where}: {kind}"))
+
+    core_fields = {k: settings[k] for k in CORE_KEYS}
+    data = resolved["data"]
+    run_settings = RunSettings(
+        config=resolved["config"],
+        core=parse(CoreSettings, core_fields, where),
+        dataset=choice("dataset", resolved["dataset"]),
+        data=DataInfo(data["kind"], tuple(data["shape"]), data["num_classes"]),
+        architecture=choice("architecture", settings["architecture"]),
+        loss=choice("loss", settings["loss"]),
+        latent=choice("latent", settings["latent"]),
+        tricks=tuple(choice("trick", t) for t in settings["tricks"]),
+        metrics=tuple(choice("metric", m) for m in settings["metrics"]),
+        optimizer_g=parse(OptimizerSettings, settings["optimizer"]["g"], f"{where}: optimizer.g"),
+        optimizer_d=parse(OptimizerSettings, settings["optimizer"]["d"], f"{where}: optimizer.d"),
+        origins=dict(resolved.get("origins", {})),
+    )
+    return RunSpec(resolved["suite"], Path(resolved["suite_file"]), resolved["config"], resolved["seed"],
+                   resolved["scale"], run_settings)
 
 
 @dataclass

@@ -242,3 +242,14 @@ def test_wgan_gp_runs_five_critic_steps_per_generator_step(tiny_suite, tmp_path)
     execute(spec, tmp_path / "run", CPU)
     record = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"][-1]
     assert record["images_seen"] == 2 * 5 * 8 and record["d_penalty"] > 0
+
+
+def test_a_run_rebuilt_from_its_config_json_is_the_same_run():
+    """Run processes rebuild their spec from config.json's content, never from the suite file."""
+    from ganbench.suite import spec_from_resolved
+
+    suite = load_suite("suites/stability.toml")
+    for spec in suite.runs("smoke"):
+        again = spec_from_resolved(json.loads(json.dumps(spec.resolved())), suite.registry)
+        assert again.run_id == spec.run_id
+        assert again.settings == spec.settings

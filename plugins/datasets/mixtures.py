@@ -25,6 +25,7 @@ class MixtureData(ganbench.Data):
     def __init__(self, modes: Tensor, std: float) -> None:
         self.modes = modes
         self.std = std
+        self.device = modes.device
         self.kind = "points"
         self.shape = (modes.shape[1],)
         self.num_classes = modes.shape[0]

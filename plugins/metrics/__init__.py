@@ -1,0 +1,1 @@
+"""Built-in ganbench plugins, installed as `ganbench_plugins`."""
