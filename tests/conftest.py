@@ -22,6 +22,7 @@ steps = 2
 log_every = 1
 eval_every = 2
 grid_size = 4
+metrics = []
 
 [[configs]]
 name = "a"

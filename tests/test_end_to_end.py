@@ -47,6 +47,8 @@ steps = 20
 log_every = 5
 eval_every = 10
 grid_size = 16
+eval_samples = 32
+real_samples = 64
 [[configs]]
 name = "vanilla"
 [[configs]]

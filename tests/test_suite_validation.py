@@ -164,7 +164,9 @@ def test_unknown_only_and_scale_are_usage_errors(tiny_suite):
 
 def test_smoke_scale_is_the_default_without_a_gpu(tiny_suite, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["run", str(tiny_suite()), "--out", str(out), "--jobs", "0"]) == 0
+    path = tiny_suite()
+    path.write_text(path.read_text() + "\n[scales.smoke]\nsteps = 3\n")
+    assert main(["run", str(path), "--out", str(out), "--jobs", "0"]) == 0
     err = capsys.readouterr().err
     assert "SMOKE SCALE" in err
     import json

@@ -56,6 +56,7 @@ log_every = 1
 eval_every = 2
 grid_size = 4
 d_updates = 1
+metrics = []
 [[configs]]
 name = "case"
 {config}

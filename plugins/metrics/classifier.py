@@ -1,7 +1,206 @@
-"""Placeholder: being written."""
+"""Class-aware metrics from a small CNN trained on the run's real data (`ganbench.classifier`).
+
+Labelled images: `class_fd`, a Fréchet distance in the classifier's 128-d penultimate features
+(FID's formula, Heusel et al. 2017, cheap enough on a CPU to follow training closely);
+`classes_covered` and `class_kl`, the generated class histogram against the real one.
+Stacked MNIST: `modes_covered` out of 1,000 and `mode_kl` against the uniform distribution over
+modes, each channel read by the mnist5k digit classifier (Srivastava et al. 2017, VEEGAN; Lin et
+al. 2018, PacGAN). The classifier's held-out accuracy goes into the provenance, not the values:
+it says how far to trust them, and is nothing to rank.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
 import ganbench
+from ganbench import classifier
+from ganbench.evaluation import generate_batches, real_samples
+from ganbench_plugins.datasets.stacked_mnist import CHANNELS, MODES, SIDE, StackedMnistData, mode_labels
+
+CLASS_FD = "class_fd"
+CLASSES_COVERED = "classes_covered"
+CLASS_KL = "class_kl"
+MODES_COVERED = "modes_covered"
+MODE_KL = "mode_kl"
+BETTER = {CLASS_FD: "min", CLASSES_COVERED: "max", CLASS_KL: "min"}
+STACKED_BETTER = {MODES_COVERED: "max", MODE_KL: "min"}
+
+# A class must get at least this fraction of its real share of the samples to count as covered: 1%
+# of the samples for 10 balanced classes. A count of one would credit a collapsed generator with
+# every class its few misclassified samples land in.
+COVERAGE_SHARE = 0.1
+# Added to every class's probability before renormalising, so a class the reference lacks gives a
+# large finite KL (about 23 nats per unit of generated mass) rather than infinity. Far below 1/N for
+# any sample count, it moves any other KL by less than 1e-5 nats, even over 1,000 modes.
+KL_EPSILON = 1e-10
+COVERAGE_RULE = (f"a class is covered when its share of the generated samples is at least {COVERAGE_SHARE} × its "
+                 "share of the real samples, both as the classifier labels them")
+KL_RULE = (f"KL(generated ‖ reference) in nats over the classifier's labels; both histograms normalised after "
+           f"adding ε = {KL_EPSILON:g} to each class's probability")
+MODE_KL_RULE = (f"KL(generated ‖ uniform over the {MODES} modes) in nats; the generated histogram normalised after "
+                f"adding ε = {KL_EPSILON:g} to each mode's probability")
+MODE_RULE = ("VEEGAN/PacGAN: each channel classified by the mnist5k digit classifier, mode = "
+             "100·d_R + 10·d_G + d_B; a mode is covered when at least one generated sample falls in it")
+FD_RULE = (f"Fréchet distance between Gaussians fitted to the classifier's {classifier.FEATURES}-d penultimate "
+           "features: |m1 - m2|² + Tr(C1 + C2 - 2 sqrtm(C1 C2)), scipy.linalg.sqrtm, float64")
+
+
+@dataclass(frozen=True)
+class Params:
+    samples: ganbench.NonNegativeInt = 0  # generated samples per eval point; 0 = eval_samples (PacGAN: 26,000 for Stacked MNIST)
+    every: ganbench.PositiveInt = 1  # evaluate at every k-th eval point (the last step always)
+
+
+def histogram(labels: Tensor, classes: int) -> np.ndarray:
+    """Counts of each class among `labels`, as int64 numpy."""
+    return torch.bincount(labels.reshape(-1).cpu(), minlength=classes).numpy()
+
+
+def classes_covered(generated: np.ndarray, real: np.ndarray, share: float = COVERAGE_SHARE) -> int:
+    """Classes whose generated share is at least `share` × their real share (`COVERAGE_RULE`)."""
+    p, q = generated / max(generated.sum(), 1), real / max(real.sum(), 1)
+    return int(((p >= share * q) & (q > 0)).sum())
+
+
+def histogram_kl(generated: np.ndarray, reference: np.ndarray, eps: float = KL_EPSILON) -> float:
+    """KL(generated ‖ reference) in nats between two count histograms, smoothed as `KL_RULE` says."""
+    def smoothed(counts: np.ndarray) -> np.ndarray:
+        p = counts.astype(np.float64) / max(counts.sum(), 1)
+        return (p + eps) / (1 + eps * len(p))
+
+    p, q = smoothed(generated), smoothed(reference)
+    return float(np.sum(p * np.log(p / q)))
+
+
+@dataclass
+class Reference:
+    """The real side of the comparison, computed once per run."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    counts: np.ndarray  # the classifier's labels of the real samples
+    count: int
+    split: str
+
+
+class ClassifierMetric:
+    """Class FD, classes covered and class KL from a classifier of the data (Stacked MNIST: modes)."""
+
+    name = "classifier"
+    params = Params
+
+    def __init__(self, params: Params) -> None:
+        self.p = params
+        self.trained: classifier.TrainedClassifier | None = None
+        self.reference: Reference | None = None
+
+    @classmethod
+    def check(cls, params: Params, setup: Any) -> str | None:
+        data = getattr(setup, "data", None)
+        # Stacked MNIST passes as labelled images too (1,000 classes); evaluate tells it apart.
+        if data is not None and (data.kind != "image" or not data.num_classes):
+            what = "unlabelled images" if data.kind == "image" else f'kind "{data.kind}"'
+            return (f"it trains a classifier of the dataset's classes, but this dataset gives {what}; "
+                    "use it with labelled images (mnist5k, stacked-mnist, cifar10, ...), or pick other metrics "
+                    "(fid for images, mixture-modes for points)")
+        n = params.samples or getattr(setup, "eval_samples", None)
+        if n is not None and n < 2:
+            return f"{n} generated samples: a covariance needs at least 2"
+        return None
+
+    @ganbench.hookimpl
+    def ganbench_evaluate(self, run: ganbench.Run, step: int, generator: nn.Module) -> ganbench.MetricValues | None:
+        s = run.settings
+        # Eval points fall on multiples of eval_every, so this skips by eval point, not by step.
+        if step != s.steps and (step // s.eval_every) % self.p.every != 0:
+            return None
+        n = self.p.samples or s.eval_samples
+        if isinstance(run.data, StackedMnistData):
+            return self.stacked_modes(run, generator, n)
+        return self.class_metrics(run, generator, n)
+
+    def classifier_of(self, data: ganbench.Data, device: torch.device) -> classifier.TrainedClassifier:
+        if self.trained is None:
+            self.trained = classifier.load_or_train(data, device)
+        return self.trained
+
+    def provenance(self, trained: classifier.TrainedClassifier, n: int) -> dict[str, Any]:
+        return {
+            "classifier": trained.recipe,
+            "classifier_accuracy": trained.accuracy,
+            "classifier_held_out": trained.held_out,
+            "classifier_data_sha256": trained.data_hash,
+            "generated_samples": n,
+            "every": self.p.every,
+        }
+
+    def real_reference(self, run: ganbench.Run, trained: classifier.TrainedClassifier) -> Reference:
+        if self.reference is None:
+            n, data = run.settings.real_samples, run.data
+            whole = isinstance(data, ganbench.TensorData) and n >= len(data) and len(data) == trained.real_count
+            if whole:
+                # All of the data: the statistics cached with the classifier describe exactly it.
+                self.reference = Reference(trained.feature_mean, trained.feature_cov, trained.class_counts,
+                                           len(data), f"all {len(data)} samples (cached with the classifier)")
+            else:
+                x, _, split = real_samples(data, n)
+                features, labels = classifier.encode_batches(trained.model, x.split(classifier.EVAL_BATCH))
+                mean, cov = classifier.feature_statistics(features)
+                self.reference = Reference(mean, cov, histogram(labels, data.num_classes), len(x), split)
+        return self.reference
+
+    def class_metrics(self, run: ganbench.Run, generator: nn.Module, n: int) -> ganbench.MetricValues:
+        trained = self.classifier_of(run.data, run.device)
+        real = self.real_reference(run, trained)
+        features, labels = classifier.encode_batches(trained.model, generate_batches(run, generator, n))
+        mean, cov = classifier.feature_statistics(features)
+        counts = histogram(labels, run.data.num_classes)
+        return ganbench.MetricValues(
+            metric=self.name,
+            values={
+                CLASS_FD: classifier.frechet_distance(mean, cov, real.mean, real.cov),
+                CLASSES_COVERED: float(classes_covered(counts, real.counts)),
+                CLASS_KL: histogram_kl(counts, real.counts),
+            },
+            better=dict(BETTER),
+            provenance={
+                **self.provenance(trained, n),
+                "real_samples": real.count,
+                "real_split": real.split,
+                "classes_total": run.data.num_classes,
+                "fd_rule": FD_RULE,
+                "coverage_rule": COVERAGE_RULE,
+                "kl": KL_RULE,
+            },
+        )
+
+    def stacked_modes(self, run: ganbench.Run, generator: nn.Module, n: int) -> ganbench.MetricValues:
+        data: StackedMnistData = run.data
+        trained = self.classifier_of(data.digits, run.device)  # the single-digit mnist5k classifier
+        modes = []
+        for x in generate_batches(run, generator, n):
+            digits = classifier.predict(trained.model, x.reshape(-1, 1, SIDE, SIDE)).reshape(len(x), CHANNELS)
+            modes.append(mode_labels(digits))
+        counts = histogram(torch.cat(modes), MODES)
+        return ganbench.MetricValues(
+            metric=self.name,
+            values={MODES_COVERED: float((counts > 0).sum()), MODE_KL: histogram_kl(counts, np.ones(MODES))},
+            better=dict(STACKED_BETTER),
+            provenance={
+                **self.provenance(trained, n),
+                "data_sha256": data.content_hash(),
+                "modes_total": MODES,
+                "coverage_rule": MODE_RULE,
+                "kl": MODE_KL_RULE,
+            },
+        )
 
 
 @ganbench.hookimpl
 def ganbench_register_metrics():
-    return []
+    return [ClassifierMetric]
