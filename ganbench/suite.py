@@ -28,6 +28,7 @@ from ganbench.resolve import (
     flatten,
     merge,
     plugin_defaults_layer,
+    PATH_PARAMS,
     plugin_spec,
     settings_from,
 )
@@ -45,7 +46,6 @@ BUILTIN_SCALES: dict[str, dict[str, Any]] = {
     "default": {},  # what the suite says; eval_samples and real_samples default to 10,000
     "paper": {"eval_samples": 50_000, "real_samples": 50_000},
 }
-PATH_PARAMS = ("path", "root")  # dataset params resolved relative to the suite's folder
 
 
 @dataclass(frozen=True)
@@ -289,9 +289,6 @@ def _dataset(tree: dict[str, Any], registry: Registry, path: Path, data_root: st
     raw = dict(raw)
     if data_root is not None and "root" in field_names:
         raw["root"] = os.path.abspath(os.path.expanduser(data_root))
-    for key in PATH_PARAMS:
-        if isinstance(raw.get(key), str) and raw[key]:
-            raw[key] = str((path.parent / os.path.expanduser(raw[key])).resolve())
     params = parse(params_cls, raw, f"{file}: dataset")
     check = getattr(entry.cls, "check", None)
     reason = check(params, None) if check else None

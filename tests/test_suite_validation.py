@@ -173,3 +173,10 @@ def test_smoke_scale_is_the_default_without_a_gpu(tiny_suite, tmp_path, capsys):
 
     meta = json.loads((out / "suite.json").read_text())
     assert meta["scale"] == "smoke" and "SMOKE SCALE" in meta["scale_reason"]
+
+
+def test_file_params_are_relative_to_the_suite(write_suite, tmp_path, monkeypatch):
+    monkeypatch.chdir("/")
+    path = write_suite(GOOD_HEAD + "[[configs]]\nname='a'\nmetrics = [{ name = 'fid', weights = 'w/incep.pth' }]\n")
+    with pytest.raises(UsageError, match=f'weights = "{tmp_path}/w/incep.pth": no such file'):
+        load_suite(path)

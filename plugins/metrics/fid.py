@@ -28,6 +28,7 @@ class Params:
     kid_subsets: ganbench.PositiveInt = 100  # KID subsets drawn; kid_std is the spread over them
     batch_size: ganbench.PositiveInt = 64  # images per Inception forward pass (memory, not the result)
     every: ganbench.PositiveInt = 1  # evaluate at every k-th eval point (the last step always)
+    download: bool = False  # with no local weights, fetch torch-fidelity's own (needs the network)
 
 
 class Fid:
@@ -52,7 +53,8 @@ class Fid:
         if params.weights:
             if not Path(params.weights).expanduser().is_file():
                 return f'weights = "{params.weights}": no such file; give a torch-fidelity Inception weights file'
-        elif not os.environ.get(inception.ENV_WEIGHTS) and inception.find_fid_helper_weights() is None:
+        elif (not params.download and not os.environ.get(inception.ENV_WEIGHTS)
+              and inception.find_fid_helper_weights() is None):
             # Refused here, before any training, rather than at the first eval point.
             return inception.NO_WEIGHTS_HINT
         return None
@@ -63,7 +65,8 @@ class Fid:
         # Eval points fall on multiples of eval_every, so this skips by eval point, not by step.
         if step != s.steps and (step // s.eval_every) % self.p.every != 0:
             return None
-        weights = fid.resolve_weights(self.p.weights or None, explicit_source='metric "fid" weights')
+        weights = fid.resolve_weights(self.p.weights or None, explicit_source='metric "fid" weights',
+                                      allow_download=self.p.download)
         result = fid.fid_kid(
             fid.generated_set(run, generator, s.eval_samples),
             fid.real_set(run.data, s.real_samples),  # capped at the dataset's size
