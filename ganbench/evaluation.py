@@ -14,6 +14,12 @@ REAL_SUBSET_SEED = 0  # the same real subset for every run and seed, so referenc
 EVAL_NOISE_OFFSET = 1_000_003  # eval noise is seeded from the run's seed, apart from its training stream
 
 
+def is_due(run: Run, step: int, every: int) -> bool:
+    """Whether a metric that runs at every `every`-th eval point runs at `step`. Eval points fall
+    on multiples of eval_every, so this counts eval points, not steps; the last step always runs."""
+    return step == run.settings.steps or (step // run.settings.eval_every) % every == 0
+
+
 def generate_batches(run: Run, generator: nn.Module, n: int, batch_size: int = 250) -> Iterator[Tensor]:
     """`n` generated samples in batches, from noise seeded by the run's seed alone.
 

@@ -90,6 +90,13 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
             losses = f"D {record['d_loss']:.3f}  G {record['g_loss']:.3f}" if record.get("d_loss") is not None else "non-finite"
             progress.update(tasks[run_id], completed=record["step"], losses=losses)
 
+        def finished(outcome: Outcome) -> None:
+            outcomes.append(outcome)
+            if not console.is_terminal:  # no live bars in a log: one line per finished run instead
+                status = read_json(outcome.run_dir / "status.json") or {}
+                console.print(f"{outcome.spec.config} seed {outcome.spec.seed}: {outcome.status}"
+                              f"{f' ({outcome.reason})' if outcome.reason else ''} in {status.get('wall_s', '?')} s")
+
         if jobs == 0:
             from ganbench.trainer import execute
 
@@ -97,7 +104,7 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
                 start_task(spec)
                 run_dir = out / "runs" / spec.run_id
                 execute(spec, run_dir, device, progress=lambda r, i=spec.run_id: on_record(i, r))
-                outcomes.append(_outcome(spec, run_dir))
+                finished(_outcome(spec, run_dir))
         else:
             ctx = _context()
             messages = ctx.Queue()
@@ -120,7 +127,7 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
                 for run_id, (proc, spec, run_dir) in list(active.items()):
                     if proc.exitcode is not None:
                         _drain(messages, on_record)
-                        outcomes.append(_outcome(spec, run_dir, proc.exitcode))
+                        finished(_outcome(spec, run_dir, proc.exitcode))
                         del active[run_id]
     order = {s.run_id: i for i, s in enumerate(specs)}
     outcomes.sort(key=lambda o: order[o.spec.run_id])

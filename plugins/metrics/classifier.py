@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 import ganbench
 from ganbench import classifier
-from ganbench.evaluation import generate_batches, real_samples
+from ganbench.evaluation import generate_batches, is_due, real_samples
 from ganbench_plugins.datasets.stacked_mnist import CHANNELS, MODES, SIDE, StackedMnistData, mode_labels
 
 CLASS_FD = "class_fd"
@@ -116,8 +116,7 @@ class ClassifierMetric:
     @ganbench.hookimpl
     def ganbench_evaluate(self, run: ganbench.Run, step: int, generator: nn.Module) -> ganbench.MetricValues | None:
         s = run.settings
-        # Eval points fall on multiples of eval_every, so this skips by eval point, not by step.
-        if step != s.steps and (step // s.eval_every) % self.p.every != 0:
+        if not is_due(run, step, self.p.every):
             return None
         n = self.p.samples or s.eval_samples
         if isinstance(run.data, StackedMnistData):

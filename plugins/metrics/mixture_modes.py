@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 import ganbench
-from ganbench.evaluation import generate
+from ganbench.evaluation import generate, is_due
 
 MODES_COVERED = "modes_covered"
 HIGH_QUALITY_FRACTION = "high_quality_fraction"
@@ -81,9 +81,7 @@ class MixtureModes:
 
     @ganbench.hookimpl
     def ganbench_evaluate(self, run: ganbench.Run, step: int, generator: nn.Module) -> ganbench.MetricValues | None:
-        last = step == run.settings.steps
-        # Eval points fall on multiples of eval_every, so this skips by eval point, not by step.
-        if not last and (step // run.settings.eval_every) % self.p.every != 0:
+        if not is_due(run, step, self.p.every):
             return None
         modes, std = getattr(run.data, "modes", None), getattr(run.data, "std", None)
         if modes is None or std is None:
