@@ -31,6 +31,7 @@ batch_size = 64
 steps = {steps}
 log_every = {log_every}
 eval_every = 1000000
+metrics = []
 [[configs]]
 name = "dcgan-bce"
 """
