@@ -8,13 +8,27 @@ from ganbench.data import Data, DataInfo, TensorData
 from ganbench.errors import UsageError
 from ganbench.hookspecs import hookimpl
 from ganbench.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
-from ganbench.state import Batch, MetricValues, Models, Optimizers, Run, Scores, Step, Targets
+from ganbench.state import (
+    Batch,
+    Incident,
+    MetricValues,
+    Models,
+    Optimizers,
+    Run,
+    Scores,
+    Step,
+    Targets,
+    Updates,
+    discriminate,
+    generate,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
     "Data",
+    "Incident",
     "MetricValues",
     "DataInfo",
     "Models",
@@ -29,6 +43,9 @@ __all__ = [
     "Step",
     "Targets",
     "TensorData",
+    "Updates",
     "UsageError",
+    "discriminate",
+    "generate",
     "hookimpl",
 ]

@@ -1,4 +1,4 @@
-"""The `ganbench` command: run, validate, plugins, bench, fid."""
+"""The `ganbench` command: run, validate, plugins, bench, fid, report."""
 from __future__ import annotations
 
 import argparse
@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     fid.add_argument("--download-weights", action="store_true",
                      help="with no local weights, fetch torch-fidelity's own (needs the network)")
     fid.set_defaults(func=cmd_fid)
+
+    report = sub.add_parser("report", help="rebuild report.html, report.md and results.csv from a suite's run folders")
+    report.add_argument("dir", metavar="DIR", help="a suite output folder, as `ganbench run` writes (suite.json, runs/)")
+    report.add_argument("--out", metavar="DIR", help="where to write the report (default: DIR)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
@@ -116,11 +121,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(summary_table(outcomes))
     if scale == "smoke" and args.scale is None:
         console.print(Panel(SMOKE_WARNING, style="bold yellow"))
-    counts = {status: sum(o.status == status for o in outcomes) for status in ("completed", "diverged", "failed")}
+    counts = {status: sum(o.status == status for o in outcomes)
+              for status in ("completed", "diverged", "collapsed", "stopped", "failed")}
     console.print(f"{counts['completed']}/{len(outcomes)} runs completed, {counts['diverged']} diverged, "
-                  f"{counts['failed']} failed; run directories in {out / 'runs'}")
-    # A diverged run is a finding about the configuration; a failed run is a crash worth a non-zero exit.
+                  f"{counts['collapsed']} collapsed, {counts['stopped']} stopped, {counts['failed']} failed; "
+                  f"run directories in {out / 'runs'}")
+    _report_after_run(out, console)
+    # A diverged, collapsed or stopped run is a finding about the configuration; a failed run is a
+    # crash worth a non-zero exit.
     return 1 if counts["failed"] else 0
+
+
+def _report_after_run(out: Path, console: Console) -> None:
+    """Build the suite's report; a report that fails loses no run, and says how to rebuild it."""
+    from ganbench.report import build_report
+
+    try:
+        report = build_report(out)
+    except Exception:  # the runs are on disk already; show the bug, keep the suite's exit code
+        console.print_exception()
+        console.print(f"[bold red]the report could not be built[/bold red]; the runs are kept in "
+                      f"{escape(str(out / 'runs'))}. Rebuild it with: ganbench report {escape(str(out))}")
+        return
+    console.print(f"[bold]report:[/bold] {escape(str(report.html))} (and {report.markdown.name}, figures/, "
+                  f"{report.csv.name}, {report.parquet.name} beside it)")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -184,6 +208,16 @@ def cmd_fid(args: argparse.Namespace) -> int:
 
     return run_fid(args.path_a, args.path_b, as_json=args.json, device=args.device,
                    weights=args.inception_weights, max_samples=args.max_samples, download_weights=args.download_weights)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ganbench.report import build_report
+
+    report = build_report(Path(args.dir), Path(args.out) if args.out else None)
+    print(f"report: {report.html}")
+    print(f"        {report.markdown} (figures in {report.figures})")
+    print(f"tables: {report.csv}, {report.parquet}")
+    return 0
 
 
 if __name__ == "__main__":

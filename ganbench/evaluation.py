@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ganbench.data import Data
-from ganbench.state import Run
+from ganbench.state import Run, generate as generate_with
 
 REAL_SUBSET_SEED = 0  # the same real subset for every run and seed, so reference statistics are shared
 EVAL_NOISE_OFFSET = 1_000_003  # eval noise is seeded from the run's seed, apart from its training stream
@@ -23,10 +23,13 @@ def is_due(run: Run, step: int, every: int) -> bool:
 def generate_batches(run: Run, generator: nn.Module, n: int, batch_size: int = 250) -> Iterator[Tensor]:
     """`n` generated samples in batches, from noise seeded by the run's seed alone.
 
-    The latent hook draws from `run.rng`; it is swapped for a dedicated generator here, so that
-    evaluating (how often, how many samples) never changes the training trajectory, and every eval
-    point of a run scores the same noise.
+    The latent and label hooks draw from `run.rng`; it is swapped for a dedicated generator here,
+    so that evaluating (how often, how many samples) never changes the training trajectory, and
+    every eval point of a run scores the same noise. A conditional run draws labels after the
+    noise, so an unconditional run's eval noise is the same with or without the label hook.
     """
+    # A hand-built hook relay (a test double) may answer only the latent hook: unconditional.
+    sample_labels = getattr(run.hook, "ganbench_sample_labels", lambda run, n: None)
     eval_rng = torch.Generator(device=run.device)
     eval_rng.manual_seed(run.seed + EVAL_NOISE_OFFSET)
     training_rng, run.rng = run.rng, eval_rng
@@ -34,7 +37,9 @@ def generate_batches(run: Run, generator: nn.Module, n: int, batch_size: int = 2
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
             with torch.no_grad():
-                yield generator(run.hook.ganbench_sample_latent(run=run, n=count))
+                z = run.hook.ganbench_sample_latent(run=run, n=count)
+                labels = sample_labels(run=run, n=count)
+                yield generate_with(generator, z, labels)
     finally:
         run.rng = training_rng
 

@@ -156,9 +156,10 @@ def _outcome(spec: RunSpec, run_dir: Path, exitcode: int | None = 0) -> Outcome:
 
 def summary_table(outcomes: list[Outcome]) -> Table:
     table = Table(title="runs")
-    for col in ("config", "seed", "status", "steps", "final D loss", "final G loss", "wall s", "run dir"):
+    for col in ("config", "seed", "status", "steps", "final D loss", "final G loss", "incidents", "wall s", "run dir"):
         table.add_column(col)
-    colours = {"completed": "green", "failed": "red", "diverged": "magenta", "running": "yellow"}
+    colours = {"completed": "green", "failed": "red", "diverged": "magenta", "collapsed": "magenta",
+               "stopped": "yellow", "running": "yellow"}
     for o in outcomes:
         records = [r for r in _train_records(o.run_dir)]
         last = records[-1] if records else {}
@@ -167,8 +168,10 @@ def summary_table(outcomes: list[Outcome]) -> Table:
         if o.reason:
             label += f"\n[dim]{o.reason[:120]}[/dim]"
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        incidents = status.get("incidents") or {}
+        kinds = ", ".join(f"{k} {n}" for k, n in incidents.get("by_kind", {}).items()) or "-"
         table.add_row(o.spec.config, str(o.spec.seed), label, str(last.get("step", 0)), fmt(last.get("d_loss")),
-                      fmt(last.get("g_loss")), str(status.get("wall_s", "-")), str(o.run_dir))
+                      fmt(last.get("g_loss")), kinds, str(status.get("wall_s", "-")), str(o.run_dir))
     return table
 
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
-    from ganbench.state import Batch, MetricValues, Models, Run, Scores, Step, Targets
+    from ganbench.state import Batch, Incident, MetricValues, Models, Run, Scores, Step, Targets
 
 PROJECT = "ganbench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -52,7 +52,9 @@ def ganbench_register_architectures() -> list[type]:
 @hookspec
 def ganbench_register_losses() -> list[type]:
     """Return loss classes. An instance implements `ganbench_discriminator_loss` and
-    `ganbench_generator_loss`, and sets `uses_targets` (True when it reads `Targets`)."""
+    `ganbench_generator_loss`, and sets `uses_targets` (True when it reads `Targets`) and `scores`,
+    what D's outputs mean: "logit", "least-squares", "margin" (hinge) or "critic" (Wasserstein).
+    The d-dominance detector judges saturation from it."""
 
 
 @hookspec
@@ -77,7 +79,8 @@ def ganbench_register_metrics() -> list[type]:
 
 @hookspec
 def ganbench_register_detectors() -> list[type]:
-    """Return detector classes. An instance reads log records (`ganbench_log_record`) and raises incidents."""
+    """Return detector classes. An instance implements `ganbench_detect`, and declares the incident
+    kinds it raises with the status a stopped run ends in: `kinds = {"mode-collapse": "collapsed"}`."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,6 +121,14 @@ def ganbench_sample_latent(run: Run, n: int) -> Tensor:
     `run.rng`. Stops at first non-None result. The latent distribution implements it."""
 
 
+@hookspec(firstresult=True)
+def ganbench_sample_labels(run: Run, n: int) -> Tensor | None:
+    """Return class labels (a long tensor of `n`) for the samples G is about to generate, drawn with
+    `run.rng`, or None for an unconditional model. Stops at first non-None result. When labels
+    are given, the core calls G(z, labels), and D(x, labels) with the real batch's labels for
+    real samples and these labels for fakes (a conditional trick wraps the models to take them)."""
+
+
 @hookspec
 def ganbench_discriminator_inputs(run: Run, step: Step, batch: Batch) -> None:
     """Change what D sees by assigning new tensors to `batch.real` / `batch.fake`. Called in the
@@ -129,6 +140,14 @@ def ganbench_discriminator_inputs(run: Run, step: Step, batch: Batch) -> None:
 def ganbench_discriminator_targets(run: Run, step: Step, targets: Targets) -> None:
     """Change D's per-sample targets by assigning new tensors to `targets.real` / `targets.fake`
     (label smoothing, noisy labels). D phase only."""
+
+
+@hookspec
+def ganbench_after_backward(run: Run, step: Step, network: str) -> None:
+    """Called after each backward pass and before the optimizer step, with the gradients of
+    `network` ("generator" or "discriminator", i.e. `run.models.<network>`) in place. The core's
+    diagnostics read them first (tryfirst), so a gradient-clipping trick here never hides what
+    the unclipped gradients were."""
 
 
 @hookspec(firstresult=True)
@@ -170,6 +189,14 @@ def ganbench_log_record(run: Run, step: int, record: dict[str, Any]) -> None:
     `log_every` steps, so reading device values here costs one sync per interval, not per step."""
 
 
+@hookspec
+def ganbench_detect(run: Run, record: dict[str, Any]) -> list[Incident] | None:
+    """Detectors: inspect one record just written to metrics.jsonl (`record["kind"]` is "train",
+    every `log_every` steps, or "eval", at eval points) and return the incidents it shows, or None.
+    Keep state on the detector to judge trends, and report a lasting condition once, not at every
+    record. The core writes incidents.jsonl and applies the suite's policy for each kind."""
+
+
 @hookspec(firstresult=True)
 def ganbench_eval_generator(run: Run) -> nn.Module:
     """Return the generator to evaluate and sample from (the EMA copy, for instance).
@@ -185,4 +212,5 @@ def ganbench_evaluate(run: Run, step: int, generator: nn.Module) -> MetricValues
 
 @hookspec
 def ganbench_run_end(run: Run, status: str, reason: str | None) -> None:
-    """Called once when the run ends, whatever its status ("completed", "failed", "diverged")."""
+    """Called once when the run ends, whatever its status: "completed", "failed", "diverged", or the
+    status an incident's `stop` policy set ("collapsed", "stopped")."""

@@ -168,12 +168,17 @@ def _check_hooks(entry: PluginEntry) -> None:
         raise UsageError(f"{entry.source}: {entry.kind} \"{entry.name}\": {exc}") from None
 
 
-def run_plugin_manager(plugins: list[tuple[str, Any]]) -> pluggy.PluginManager:
-    """A fresh manager for one run. `plugins` is [(name, object)] in call order (first is called first)."""
+def run_plugin_manager(plugins: list[tuple[str, Any]], diagnostics: bool = True) -> pluggy.PluginManager:
+    """A fresh manager for one run. `plugins` is [(name, object)] in call order (first is called first).
+    The core's own plugins come with it: its defaults (called last) and, unless turned off, its
+    diagnostics (tryfirst, so they see gradients and batches before any trick changes them)."""
     from ganbench.defaults import CoreDefaults
+    from ganbench.diagnostics import Diagnostics
 
     pm = new_plugin_manager()
     pm.register(CoreDefaults(), name="core")
+    if diagnostics:
+        pm.register(Diagnostics(), name="core:diagnostics")
     # pluggy calls the last-registered implementation first, so register in reverse call order.
     for name, obj in reversed(plugins):
         pm.register(obj, name=name)

@@ -55,7 +55,7 @@ def empty_layer(values: dict[str, Any] | None = None, paths: dict[str, str] | No
 def flatten(table: dict[str, Any], where: str, file: str, allowed_extra: tuple[str, ...] = ()) -> Layer:
     """A [defaults] or [[configs]] table of `file` as a Layer. `where` is the table's path."""
     layer = empty_layer()
-    allowed = (*CORE_KEYS, *PLUGIN_KEYS, *LIST_KEYS, "optimizer", *allowed_extra)
+    allowed = (*CORE_KEYS, *PLUGIN_KEYS, *LIST_KEYS, "optimizer", "policy", *allowed_extra)
     for key, value in table.items():
         path = f"{where}.{key}"
         if key in allowed_extra:
@@ -66,6 +66,12 @@ def flatten(table: dict[str, Any], where: str, file: str, allowed_extra: tuple[s
             _put(layer, key, value, path)
         elif key == "optimizer":
             _flatten_optimizer(layer, value, path, file)
+        elif key == "policy":
+            if not isinstance(value, dict):
+                raise UsageError(f'{file}: {path} = {format_value(value)}: expected a table of incident kinds, '
+                                 'like {mode-collapse = "stop"}')
+            for kind, policy in value.items():
+                _put(layer, f"policy.{kind}", policy, f"{path}.{kind}")
         elif key in PLUGIN_KEYS:
             name, params = plugin_spec(value, path, file, need_name=False)
             if name is not None:
@@ -129,6 +135,8 @@ def flat_key_known(key: str) -> bool:
         return True
     if parts[0] == "optimizer":
         return len(parts) == 3 and parts[1] in NETWORKS
+    if parts[0] == "policy":
+        return len(parts) == 2
     if parts[0] in PLUGIN_KEYS:
         return len(parts) == 2
     return parts[0] in LIST_KEYS and len(parts) == 3
@@ -243,6 +251,8 @@ def settings_from(merged: Layer, registry: Registry, config: str, dataset: Plugi
     core = parse(CoreSettings, {k: v[k] for k in CORE_KEYS}, f"{file}: {where}", paths)
     if not merged.lists["metrics"] and "metrics" not in explicit_lists(merged):
         merged.lists["metrics"] = [(name, {}, "(metrics chosen for the data)") for name in default_metrics(data, registry)]
+    if not merged.lists["detectors"] and "detectors" not in explicit_lists(merged):
+        merged.lists["detectors"] = [(name, {}, "(every installed detector)") for name in registry.names("detector")]
     optimizers = []
     for net in NETWORKS:
         prefix = f"optimizer.{net}."
@@ -270,12 +280,40 @@ def settings_from(merged: Layer, registry: Registry, config: str, dataset: Plugi
     settings = RunSettings(
         config=config, core=core, dataset=dataset, data=data,
         architecture=choices["architecture"], loss=choices["loss"], latent=choices["latent"],
-        tricks=listed["tricks"], metrics=listed["metrics"], optimizer_g=optimizers[0], optimizer_d=optimizers[1],
+        tricks=listed["tricks"], metrics=listed["metrics"], detectors=listed["detectors"],
+        policy=incident_policy(merged, listed["detectors"], paths), optimizer_g=optimizers[0], optimizer_d=optimizers[1],
         origins=dict(merged.paths),
     )
-    for choice in (settings.architecture, settings.loss, settings.latent, *settings.tricks, *settings.metrics):
+    for choice in (settings.architecture, settings.loss, settings.latent, *settings.tricks, *settings.metrics,
+                   *settings.detectors):
         check = getattr(choice.cls, "check", None)
         reason = check(choice.params, settings) if check else None
         if reason:
             raise UsageError(f'{file}: {where}: {choice.kind} "{choice.name}" cannot be used here: {reason}')
     return settings
+
+
+def incident_policy(merged: Layer, detectors: tuple[PluginChoice, ...], paths: dict[str, str]) -> dict[str, str]:
+    """The `policy` table: each key an incident kind one of the chosen detectors raises, each value
+    "record" or "stop". Two detectors may not raise the same kind: its policy would be ambiguous."""
+    from ganbench.incidents import POLICIES
+
+    owner: dict[str, str] = {}
+    for choice in detectors:
+        for kind in getattr(choice.cls, "kinds", {}):
+            if kind in owner:
+                raise UsageError(f'{paths.get("detectors", "detectors")}: detectors "{owner[kind]}" and "{choice.name}" '
+                                 f'both raise incidents of kind "{kind}"; choose one of them')
+            owner[kind] = choice.name
+    policy = {}
+    for key, value in merged.values.items():
+        if not key.startswith("policy."):
+            continue
+        kind = key.split(".", 1)[1]
+        if kind not in owner:
+            raise UsageError(f"{paths[key]}: unknown incident kind \"{kind}\"{did_you_mean(kind, owner)}; the chosen "
+                             f"detectors raise: {', '.join(sorted(owner)) or 'none'}")
+        if value not in POLICIES:
+            raise UsageError(f"{paths[key]} = {format_value(value)}: expected one of: {', '.join(POLICIES)}")
+        policy[kind] = value
+    return policy

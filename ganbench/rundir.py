@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-STATUSES = ("running", "completed", "failed", "diverged")
+STATUSES = ("running", "completed", "failed", "diverged", "collapsed", "stopped")
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:

@@ -11,8 +11,9 @@ from ganbench.data import DataInfo
 from ganbench.rundir import write_atomic
 
 
-def save_samples(samples: Tensor, info: DataInfo, path: Path) -> None:
-    """Write samples as a PNG: a grid for images in [-1, 1], a scatter for 2-D points."""
+def save_samples(samples: Tensor, info: DataInfo, path: Path, modes: Tensor | None = None) -> None:
+    """Write samples as a PNG: a grid for images in [-1, 1], a scatter for 2-D points, drawn over
+    the real modes when the data has them (the 2-D mixtures)."""
     samples = samples.detach().float().cpu()
     if info.kind == "image":
         import torchvision.utils
@@ -30,7 +31,16 @@ def save_samples(samples: Tensor, info: DataInfo, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
     points = samples.reshape(len(samples), -1)
-    ax.scatter(points[:, 0], points[:, 1] if points.shape[1] > 1 else torch.zeros(len(points)), s=4, alpha=0.6)
+    if modes is not None:
+        centres = modes.detach().float().cpu()
+        ax.scatter(centres[:, 0], centres[:, 1], s=60, marker="x", color="tab:red", label="real modes", zorder=3)
+        span = float(centres.abs().max()) * 1.5 or 1.0
+        ax.set_xlim(-span, span)
+        ax.set_ylim(-span, span)
+    ax.scatter(points[:, 0], points[:, 1] if points.shape[1] > 1 else torch.zeros(len(points)), s=4, alpha=0.6,
+               label="generated")
+    if modes is not None:
+        ax.legend(loc="upper right", fontsize=7)
     ax.set_aspect("equal")
     ax.set_title(path.stem)
     png = io.BytesIO()

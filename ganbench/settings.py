@@ -37,12 +37,14 @@ class CoreSettings:
     grid_size: PositiveInt = 64  # samples in each grid, drawn from fixed noise
     eval_samples: PositiveInt = 10_000  # generated samples per eval point for sample-based metrics (FID, KID)
     real_samples: PositiveInt = 10_000  # real samples for reference statistics (at most the dataset's size)
+    diagnostics: bool = True  # gradient, weight and spectral norms and batch diversity in metrics.jsonl
 
 
 CORE_KEYS = tuple(CoreSettings.__dataclass_fields__)
 PLUGIN_KEYS = {"architecture": "architecture", "loss": "loss", "latent": "latent"}  # key -> kind
-LIST_KEYS = {"tricks": "trick", "metrics": "metric"}  # plugin lists -> kind
-ALL_KEYS = (*CORE_KEYS, *PLUGIN_KEYS, *LIST_KEYS, "optimizer")
+LIST_KEYS = {"tricks": "trick", "metrics": "metric", "detectors": "detector"}  # plugin lists -> kind
+ALL_KEYS = (*CORE_KEYS, *PLUGIN_KEYS, *LIST_KEYS, "optimizer", "policy")
+Policy = Literal["record", "stop"]
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "architecture": "dcgan",
     "loss": "bce",
@@ -79,6 +81,8 @@ class RunSettings:
     latent: PluginChoice
     tricks: tuple[PluginChoice, ...]
     metrics: tuple[PluginChoice, ...]
+    detectors: tuple[PluginChoice, ...]
+    policy: dict[str, str]  # incident kind -> "record" or "stop"; kinds not named are recorded
     optimizer_g: OptimizerSettings
     optimizer_d: OptimizerSettings
     origins: dict[str, str] = field(default_factory=dict, compare=False)  # key -> where its value came from

@@ -68,6 +68,30 @@ class Scores:
 
 
 @dataclass
+class Updates:
+    """How many D and G updates the next step makes. Starts at the settings' d_updates and
+    g_updates; a trick may change it between steps (an adaptive D:G ratio)."""
+
+    d: int
+    g: int
+
+
+@dataclass
+class Incident:
+    """A problem a detector found, as a detector returns it from `ganbench_detect`.
+
+    The core adds the detector's name and the suite's policy for `kind`, and appends it to
+    incidents.jsonl. `kind` must be one the detector declares in its `kinds`.
+    """
+
+    kind: str  # "mode-collapse", "d-dominance", ...
+    severity: Literal["info", "warning", "critical"]
+    message: str  # one sentence a user can act on; the numbers go in evidence
+    evidence: dict[str, Any]  # the values that triggered it, with their thresholds
+    step: int | None = None  # the step it refers to; the record's step when None
+
+
+@dataclass
 class Run:
     """Everything about the run in progress. Passed to every per-run hook as `run`."""
 
@@ -80,6 +104,7 @@ class Run:
     rng: torch.Generator  # on `device`; use it for every random draw so runs reproduce
     models: Models | None = None
     optimizers: Optimizers | None = None
+    updates: Updates = field(default_factory=lambda: Updates(1, 1))  # set from the settings by the trainer
     extras: dict[str, Any] = field(default_factory=dict)  # per-run scratch space shared between plugins
 
 
@@ -98,3 +123,14 @@ class MetricValues:
     values: dict[str, float]
     better: dict[str, Literal["min", "max"]]
     provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def discriminate(discriminator: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
+    """D's scores on `x`: D(x), or D(x, labels) for a conditional run. Penalties that score their
+    own inputs (gradient penalties, R1) call D through this so they work in both kinds of run."""
+    return discriminator(x) if labels is None else discriminator(x, labels)
+
+
+def generate(generator: nn.Module, z: Tensor, labels: Tensor | None) -> Tensor:
+    """G's samples for `z`: G(z), or G(z, labels) for a conditional run."""
+    return generator(z) if labels is None else generator(z, labels)

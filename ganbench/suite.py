@@ -94,6 +94,8 @@ class RunSpec:
                 "latent": choice(s.latent),
                 "tricks": [choice(t) for t in s.tricks],
                 "metrics": [choice(m) for m in s.metrics],
+                "detectors": [choice(d) for d in s.detectors],
+                "policy": dict(s.policy),
             },
             "origins": dict(sorted(s.origins.items())),
         }
@@ -135,6 +137,8 @@ def spec_from_resolved(resolved: dict[str, Any], registry: Registry) -> RunSpec:
         latent=choice("latent", settings["latent"]),
         tricks=tuple(choice("trick", t) for t in settings["tricks"]),
         metrics=tuple(choice("metric", m) for m in settings["metrics"]),
+        detectors=tuple(choice("detector", d) for d in settings["detectors"]),
+        policy=dict(settings["policy"]),
         optimizer_g=parse(OptimizerSettings, settings["optimizer"]["g"], f"{where}: optimizer.g"),
         optimizer_d=parse(OptimizerSettings, settings["optimizer"]["d"], f"{where}: optimizer.d"),
         origins=dict(resolved.get("origins", {})),
@@ -351,7 +355,8 @@ def _expand_matrix(name: str, where: str, layer: Layer, matrix: Any, file: str) 
         if not flat_key_known(key):
             raise UsageError(f"{file}: {path}: not a setting a matrix can vary; use a core key "
                              f"({', '.join(CORE_KEYS)}), optimizer.g.<field>, optimizer.d.<field>, "
-                             "architecture/loss/latent[.<param>], tricks.<name>.<param> or metrics.<name>.<param>")
+                             "architecture/loss/latent[.<param>], policy.<incident kind>, tricks.<name>.<param>, "
+                             "metrics.<name>.<param> or detectors.<name>.<param>")
         if not isinstance(values, list) or not values:
             raise UsageError(f"{file}: {path} = {format_value(values)}: expected a non-empty list of values")
     configs = []

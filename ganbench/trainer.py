@@ -17,13 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ganbench.incidents import IncidentLog, incident_summary
 from ganbench.registry import run_plugin_manager
 from ganbench.rundir import append_jsonl, write_atomic, write_json
 from ganbench.samples import save_samples
-from ganbench.state import Batch, Models, Optimizers, Run, Scores, Step, Targets
+from ganbench.state import Batch, Models, Optimizers, Run, Scores, Step, Targets, Updates, discriminate, generate
 
-# metrics.jsonl keys of a train record, in the order they are accumulated on the device.
-TRAIN_KEYS = ("d_loss", "g_loss", "d_penalty", "d_real", "d_fake")
+# metrics.jsonl keys of a train record, in the order they are accumulated on the device. d_acc is
+# the share of real scores above 0 and fake scores below 0 (D's accuracy for logit and hinge losses).
+TRAIN_KEYS = ("d_loss", "g_loss", "d_penalty", "d_real", "d_fake", "d_acc")
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -43,8 +45,10 @@ def build_run(spec: Any, run_dir: Path, device: torch.device) -> Run:
     plugins = [(f"trick:{t.name}", t.instantiate()) for t in s.tricks]
     plugins += [(f"metric:{m.name}", m.instantiate()) for m in s.metrics]
     plugins += [(f"{c.kind}:{c.name}", c.instantiate()) for c in (s.loss, s.latent, s.architecture)]
-    pm = run_plugin_manager(plugins)
-    run = Run(settings=s, seed=spec.seed, device=device, data=data, dir=run_dir, hook=pm.hook, rng=rng)
+    plugins += [(f"detector:{d.name}", d.instantiate()) for d in s.detectors]
+    pm = run_plugin_manager(plugins, diagnostics=s.diagnostics)
+    run = Run(settings=s, seed=spec.seed, device=device, data=data, dir=run_dir, hook=pm.hook, rng=rng,
+              updates=Updates(d=s.d_updates, g=s.g_updates))
     models: Models = pm.hook.ganbench_build_models(run=run)
     models.generator.to(device)
     models.discriminator.to(device)
@@ -62,21 +66,27 @@ def build_run(spec: Any, run_dir: Path, device: torch.device) -> Run:
 def score(discriminator: nn.Module, batch: Batch, combined: bool) -> Scores:
     """D's scores on the batch: two forward passes, or one over the concatenation."""
     if combined:
-        both = discriminator(torch.cat([batch.real, batch.fake]))
+        labels = None if batch.fake_labels is None else torch.cat([batch.real_labels, batch.fake_labels])
+        both = discriminate(discriminator, torch.cat([batch.real, batch.fake]), labels)
         return Scores(real=both[: len(batch.real)], fake=both[len(batch.real):])
-    return Scores(real=discriminator(batch.real), fake=discriminator(batch.fake))
+    real_labels = None if batch.fake_labels is None else batch.real_labels
+    return Scores(real=discriminate(discriminator, batch.real, real_labels),
+                  fake=discriminate(discriminator, batch.fake, batch.fake_labels))
 
 
 def train(run: Run, progress: Progress | None = None) -> tuple[str, str | None]:
-    """Train to the end, or to the first non-finite loss. Returns (status, reason)."""
+    """Train to the end, to the first non-finite value, or to an incident whose policy is `stop`.
+    Returns (status, reason)."""
     s, hook, device = run.settings, run.hook, run.device
     assert run.models is not None and run.optimizers is not None
     G, D = run.models.generator, run.models.discriminator
     opt_g, opt_d = run.optimizers.generator, run.optimizers.discriminator
     n = s.batch_size
     metrics_path = run.dir / "metrics.jsonl"
+    incidents = IncidentLog(run)
 
     fixed_z = hook.ganbench_sample_latent(run=run, n=s.grid_size)  # the same noise at every eval point
+    fixed_labels = hook.ganbench_sample_labels(run=run, n=s.grid_size)
     ones, zeros = torch.ones(n, device=device), torch.zeros(n, device=device)
     totals = torch.zeros(len(TRAIN_KEYS), device=device)  # summed since the last log, on the device
     step_counter = torch.zeros((), device=device)
@@ -84,17 +94,20 @@ def train(run: Run, progress: Progress | None = None) -> tuple[str, str | None]:
     first_bad_keys = torch.zeros(3, dtype=torch.bool, device=device)  # which of the losses it was
     started = last_log_time = time.perf_counter()
     last_log_step = 0
+    images_seen = 0
 
     for index in range(s.steps):
-        # ---- discriminator: d_updates steps --------------------------------------------------
+        # ---- discriminator: run.updates.d steps ----------------------------------------------
         D.requires_grad_(True)
-        for update in range(s.d_updates):
+        d_updates, g_updates = run.updates.d, run.updates.g
+        for update in range(d_updates):
             step = Step(index, "d", update)
-            last = update == s.d_updates - 1
+            last = update == d_updates - 1
             real, labels = run.data.sample(n, run.rng)
+            fake_labels = hook.ganbench_sample_labels(run=run, n=n)
             with torch.set_grad_enabled(last):  # G's first update reuses the last fake batch
-                fake = G(hook.ganbench_sample_latent(run=run, n=n))
-            batch = Batch(real=real, fake=fake.detach(), real_labels=labels)
+                fake = generate(G, hook.ganbench_sample_latent(run=run, n=n), fake_labels)
+            batch = Batch(real=real, fake=fake.detach(), real_labels=labels, fake_labels=fake_labels)
             hook.ganbench_discriminator_inputs(run=run, step=step, batch=batch)
             scores = score(D, batch, combined=s.d_batch == "combined")
             targets = Targets(real=ones.clone(), fake=zeros.clone())
@@ -104,29 +117,35 @@ def train(run: Run, progress: Progress | None = None) -> tuple[str, str | None]:
             d_penalty = torch.stack(penalties).sum() if penalties else zeros[0]
             opt_d.zero_grad(set_to_none=True)
             (d_loss + d_penalty).backward()
+            hook.ganbench_after_backward(run=run, step=step, network="discriminator")
             opt_d.step()
             hook.ganbench_after_discriminator_step(run=run, step=step)
+        images_seen += d_updates * n
         d_scores = scores
 
-        # ---- generator: g_updates steps ------------------------------------------------------
+        # ---- generator: run.updates.g steps ----------------------------------------------------
         D.requires_grad_(False)  # G's backward needs D's input gradients, not its weight gradients
-        for update in range(s.g_updates):
+        for update in range(g_updates):
             step = Step(index, "g", update)
             if update > 0:
                 real, labels = run.data.sample(n, run.rng)
-                fake = G(hook.ganbench_sample_latent(run=run, n=n))
-            batch = Batch(real=real, fake=fake, real_labels=labels)
+                fake_labels = hook.ganbench_sample_labels(run=run, n=n)
+                fake = generate(G, hook.ganbench_sample_latent(run=run, n=n), fake_labels)
+            batch = Batch(real=real, fake=fake, real_labels=labels, fake_labels=fake_labels)
             hook.ganbench_discriminator_inputs(run=run, step=step, batch=batch)
-            scores = Scores(real=None, fake=D(batch.fake))
+            scores = Scores(real=None, fake=discriminate(D, batch.fake, batch.fake_labels))
             g_loss = hook.ganbench_generator_loss(run=run, step=step, batch=batch, scores=scores)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
+            hook.ganbench_after_backward(run=run, step=step, network="generator")
             opt_g.step()
         hook.ganbench_step_end(run=run, step=step)
 
         # ---- statistics, on the device: no host sync here --------------------------------------
+        real_scores, fake_scores = d_scores.real.detach(), d_scores.fake.detach()
         values = torch.stack([d_loss.detach(), g_loss.detach(), d_penalty.detach(),
-                              d_scores.real.detach().mean(), d_scores.fake.detach().mean()])
+                              real_scores.mean(), fake_scores.mean(),
+                              ((real_scores > 0).float().mean() + (fake_scores < 0).float().mean()) / 2])
         totals += values
         step_counter += 1
         newly_bad = ~torch.isfinite(values[:3]).all() & (first_bad < 0)
@@ -135,34 +154,50 @@ def train(run: Run, progress: Progress | None = None) -> tuple[str, str | None]:
 
         done = index + 1
         if done % s.log_every == 0 or done == s.steps:
-            record = read_stats(run, done, totals, done - last_log_step, started, last_log_time)
+            record = read_stats(run, done, images_seen, totals, done - last_log_step, started, last_log_time)
             bad_step = int(first_bad)
+            if bad_step >= 0:
+                which = [k for k, bad in zip(TRAIN_KEYS, first_bad_keys.tolist()) if bad]
+                record["nonfinite"] = {"losses": {"step": bad_step, "keys": which}}
             totals.zero_()
             last_log_step, last_log_time = done, time.perf_counter()
             hook.ganbench_log_record(run=run, step=done, record=record)
             append_jsonl(metrics_path, record)
             if progress:
                 progress(record)
-            if bad_step >= 0:
-                which = [k for k, bad in zip(TRAIN_KEYS, first_bad_keys.tolist()) if bad]
-                return "diverged", f"non-finite {' and '.join(which)} at step {bad_step}"
+            stop = incidents.check(record)
+            if "nonfinite" in record:  # nothing left to train: always the end, whatever the policy
+                return "diverged", nonfinite_reason(record["nonfinite"])
+            if stop:
+                return stop
         if done % s.eval_every == 0 or done == s.steps:
-            evaluate(run, done, fixed_z, metrics_path)
-    save_checkpoint(run)
+            record = evaluate(run, done, images_seen, fixed_z, fixed_labels, metrics_path)
+            stop = incidents.check(record)
+            if stop:
+                save_checkpoint(run, done)
+                return stop
+    save_checkpoint(run, s.steps)
     return "completed", None
 
 
-def read_stats(run: Run, done: int, totals: Tensor, count: int, started: float, last: float) -> dict[str, Any]:
+def nonfinite_reason(nonfinite: dict[str, dict[str, Any]]) -> str:
+    """"non-finite d_loss at step 41; non-finite gradients of discriminator at step 40"."""
+    parts = [f"non-finite {' and '.join(v['keys'])} at step {v['step']}" for v in nonfinite.values()]
+    return "; ".join(parts)
+
+
+def read_stats(run: Run, done: int, images_seen: int, totals: Tensor, count: int, started: float,
+               last: float) -> dict[str, Any]:
     """One metrics.jsonl train record: means since the last record. The one device read per interval."""
-    s = run.settings
     means = (totals / count).tolist()
     elapsed = time.perf_counter() - last
     assert run.optimizers is not None
     return {
         "kind": "train",
         "step": done,
-        "images_seen": done * s.d_updates * s.batch_size,
+        "images_seen": images_seen,
         **dict(zip(TRAIN_KEYS, means)),
+        "d_gap": means[TRAIN_KEYS.index("d_real")] - means[TRAIN_KEYS.index("d_fake")],
         "lr_g": run.optimizers.generator.param_groups[0]["lr"],
         "lr_d": run.optimizers.discriminator.param_groups[0]["lr"],
         "sec_per_step": elapsed / count,
@@ -170,18 +205,20 @@ def read_stats(run: Run, done: int, totals: Tensor, count: int, started: float, 
     }
 
 
-def evaluate(run: Run, done: int, fixed_z: Tensor, metrics_path: Path) -> None:
+def evaluate(run: Run, done: int, images_seen: int, fixed_z: Tensor, fixed_labels: Tensor | None,
+             metrics_path: Path) -> dict[str, Any]:
     """Sample the fixed noise into samples/, and ask metric plugins for values."""
     generator = run.hook.ganbench_eval_generator(run=run)
     was_training = generator.training
     generator.eval()
     with torch.no_grad():
-        samples = generator(fixed_z)
-        save_samples(samples, run.data.info, run.dir / "samples" / f"step-{done:07d}.png")
+        samples = generate(generator, fixed_z, fixed_labels)
+        save_samples(samples, run.data.info, run.dir / "samples" / f"step-{done:07d}.png",
+                     modes=getattr(run.data, "modes", None))
         results = run.hook.ganbench_evaluate(run=run, step=done, generator=generator)
     generator.train(was_training)
     record: dict[str, Any] = {"kind": "eval", "step": done,
-                              "images_seen": done * run.settings.d_updates * run.settings.batch_size,
+                              "images_seen": images_seen,
                               "sample_grid": f"samples/step-{done:07d}.png"}
     provenance, better = {}, run.extras.setdefault("metric_better", {})
     for result in results:
@@ -193,6 +230,7 @@ def evaluate(run: Run, done: int, fixed_z: Tensor, metrics_path: Path) -> None:
     if provenance:
         record["provenance"] = provenance
     append_jsonl(metrics_path, record)
+    return record
 
 
 def metric_summary(metrics_path: Path, better: dict[str, str]) -> dict[str, Any]:
@@ -211,10 +249,10 @@ def metric_summary(metrics_path: Path, better: dict[str, str]) -> dict[str, Any]
     return {"final": final, "best": best, "better": better}
 
 
-def save_checkpoint(run: Run) -> None:
+def save_checkpoint(run: Run, step: int) -> None:
     assert run.models is not None
     generator = run.hook.ganbench_eval_generator(run=run)
-    state = {"generator": run.models.generator.state_dict(), "step": run.settings.steps}
+    state = {"generator": run.models.generator.state_dict(), "step": step}
     if generator is not run.models.generator:
         state["eval_generator"] = generator.state_dict()
     write_atomic(run.dir / "checkpoints" / "generator.pt", lambda f: torch.save(state, f))
@@ -225,7 +263,7 @@ def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress |
     from ganbench.environment import environment
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.jsonl", "error.txt"):
+    for stale in ("metrics.jsonl", "incidents.jsonl", "error.txt"):
         (run_dir / stale).unlink(missing_ok=True)
     write_json(run_dir / "config.json", {"run_id": spec.run_id, **spec.resolved()})
     write_json(run_dir / "env.json", environment(device, spec.seed, spec.suite_file.parent))
@@ -245,5 +283,6 @@ def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress |
     write_json(run_dir / "status.json", {
         "status": status, "reason": reason, "started": started_at, "finished": now(),
         "wall_s": round(time.perf_counter() - started, 3), "metrics": summary,
+        "incidents": incident_summary(run_dir / "incidents.jsonl"),
     })
     return status

@@ -4,6 +4,12 @@ Strided convolutions down in D, transposed convolutions up in G, BatchNorm, ReLU
 LeakyReLU 0.2 in D, tanh output and N(0, 0.02) weights, for square images of 28, 32 or 64 pixels.
 G starts from a `start` x `start` map (7 for 28 pixels, 4 otherwise) and doubles it `n_up` times;
 D mirrors G. Channels double at each step towards the small map, from `width` at the large end.
+
+Ablation knobs for the paper's practices: D's activation (`d_activation`), the norms (`d_norm`,
+`g_norm`), pooling instead of strided convolutions (`resampling = "pool"`: 3x3 conv then 2x2
+average pooling in D, nearest upsampling then a 3x3 conv in G), the init, and G's output
+(`output = "sigmoid"` for data in [0, 1], which the unit-range trick sets). D is a
+`SplitSequential`: its last conv and flatten are the head, the rest its features.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from typing import Any, Literal
 from torch import nn
 
 import ganbench
+from ganbench_plugins.architectures.split import SplitSequential
 
 SIZES = (28, 32, 64)
 
@@ -24,6 +31,9 @@ class Params:
     d_norm: Literal["batch", "layer", "none"] = "batch"  # "layer" is GroupNorm(1, c), per sample (WGAN-GP critics)
     g_norm: Literal["batch", "none"] = "batch"  # norm after each hidden layer of G
     init: Literal["normal-0.02", "default"] = "normal-0.02"  # the paper's N(0, 0.02) weights, or PyTorch's
+    d_activation: Literal["leaky-relu", "relu"] = "leaky-relu"  # D's activation (the paper: LeakyReLU 0.2)
+    resampling: Literal["strided", "pool"] = "strided"  # strided (transposed) convs, or avg-pool in D and upsample + conv in G
+    output: Literal["tanh", "sigmoid"] = "tanh"  # G's output: tanh for data in [-1, 1], sigmoid for [0, 1] (unit-range trick)
 
 
 def unsupported(kind: str, shape: tuple[int, ...]) -> str | None:
@@ -52,8 +62,27 @@ def _norm(kind: str, channels: int) -> nn.Module | None:
     return None
 
 
-def _block(conv: nn.Module, norm: nn.Module | None, act: nn.Module) -> list[nn.Module]:
-    return [conv, act] if norm is None else [conv, norm, act]
+def _block(conv: nn.Module | list[nn.Module], norm: nn.Module | None, act: nn.Module) -> list[nn.Module]:
+    convs = conv if isinstance(conv, list) else [conv]
+    return [*convs, act] if norm is None else [*convs, norm, act]
+
+
+def _down(c_in: int, c_out: int, resampling: str, bias: bool) -> list[nn.Module]:
+    """Halve the map: a 4x4 stride-2 conv, or a 3x3 stride-1 conv then 2x2 average pooling."""
+    if resampling == "strided":
+        return [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=bias)]
+    return [nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias), nn.AvgPool2d(2)]
+
+
+def _up(c_in: int, c_out: int, resampling: str, bias: bool) -> list[nn.Module]:
+    """Double the map: a 4x4 stride-2 transposed conv, or nearest upsampling then a 3x3 conv."""
+    if resampling == "strided":
+        return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)]
+    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)]
+
+
+def _d_act(kind: str) -> nn.Module:
+    return nn.LeakyReLU(0.2) if kind == "leaky-relu" else nn.ReLU()
 
 
 def _init_normal(module: nn.Module) -> None:
@@ -71,6 +100,7 @@ class DCGAN:
 
     name = "dcgan"
     params = Params
+    splits_discriminator = True  # D exposes `features` and `head` (see split.py)
 
     def __init__(self, params: Params):
         self.p = params
@@ -90,22 +120,22 @@ class DCGAN:
         # A norm's shift makes a conv bias redundant, so convs followed by a norm have none.
         g_bias, d_bias = self.p.g_norm == "none", self.p.d_norm == "none"
 
+        p = self.p
         g: list[nn.Module] = [nn.Unflatten(1, (run.settings.z_dim, 1, 1))]
         g += _block(nn.ConvTranspose2d(run.settings.z_dim, widths[-1], start, 1, 0, bias=g_bias),
-                    _norm(self.p.g_norm, widths[-1]), nn.ReLU())
+                    _norm(p.g_norm, widths[-1]), nn.ReLU())
         for i in reversed(range(1, n_up)):
-            g += _block(nn.ConvTranspose2d(widths[i], widths[i - 1], 4, 2, 1, bias=g_bias),
-                        _norm(self.p.g_norm, widths[i - 1]), nn.ReLU())
-        g += [nn.ConvTranspose2d(widths[0], channels, 4, 2, 1), nn.Tanh()]
+            g += _block(_up(widths[i], widths[i - 1], p.resampling, g_bias), _norm(p.g_norm, widths[i - 1]), nn.ReLU())
+        g += [*_up(widths[0], channels, p.resampling, True), nn.Tanh() if p.output == "tanh" else nn.Sigmoid()]
 
         # The paper puts no norm on D's first layer (nor on G's output).
-        d: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2)]
+        d: list[nn.Module] = [*_down(channels, widths[0], p.resampling, True), _d_act(p.d_activation)]
         for i in range(1, n_up):
-            d += _block(nn.Conv2d(widths[i - 1], widths[i], 4, 2, 1, bias=d_bias),
-                        _norm(self.p.d_norm, widths[i]), nn.LeakyReLU(0.2))
-        d += [nn.Conv2d(widths[-1], 1, start, 1, 0), nn.Flatten(0)]  # (n, 1, 1, 1) -> (n,) logits
+            d += _block(_down(widths[i - 1], widths[i], p.resampling, d_bias), _norm(p.d_norm, widths[i]),
+                        _d_act(p.d_activation))
+        d += [nn.Conv2d(widths[-1], 1, start, 1, 0), nn.Flatten(0)]  # the head: (n, 1, 1, 1) -> (n,) logits
 
-        generator, discriminator = nn.Sequential(*g), nn.Sequential(*d)
+        generator, discriminator = nn.Sequential(*g), SplitSequential(*d, head_size=2)
         if self.p.init == "normal-0.02":
             generator.apply(_init_normal)
             discriminator.apply(_init_normal)

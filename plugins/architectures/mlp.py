@@ -14,6 +14,7 @@ import annotated_types as at
 from torch import nn
 
 import ganbench
+from ganbench_plugins.architectures.split import SplitSequential
 
 # nn.Dropout(p=1) zeroes every unit and makes the network constant, so refuse it at validation.
 DropoutRate = Annotated[float, at.Interval(ge=0.0, lt=1.0)]
@@ -42,6 +43,7 @@ class MLP:
 
     name = "mlp"
     params = Params
+    splits_discriminator = True  # D exposes `features` and `head` (see split.py)
 
     def __init__(self, params: Params):
         self.p = params
@@ -55,8 +57,10 @@ class MLP:
         if run.data.kind == "image":
             g_layers.append(nn.Tanh())
         generator = nn.Sequential(*g_layers, nn.Unflatten(1, shape))
-        # The final Flatten(0) turns D's (n, 1) into the (n,) logits the losses expect.
-        discriminator = nn.Sequential(nn.Flatten(1), *_stack(n, 1, self.p, self.p.d_dropout), nn.Flatten(0))
+        # The final Flatten(0) turns D's (n, 1) into the (n,) logits the losses expect; the last
+        # Linear and it are D's head.
+        discriminator = SplitSequential(nn.Flatten(1), *_stack(n, 1, self.p, self.p.d_dropout), nn.Flatten(0),
+                                        head_size=2)
         return ganbench.Models(generator=generator, discriminator=discriminator)
 
 

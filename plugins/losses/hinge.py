@@ -16,6 +16,7 @@ class Hinge:
     name = "hinge"
     params = None
     uses_targets = False  # margins are fixed at +-1; there are no labels to smooth
+    scores = "margin"  # D aims past +-1; a zero D loss alone is not dominance
 
     @ganbench.hookimpl
     def ganbench_discriminator_loss(self, scores: ganbench.Scores, targets: ganbench.Targets) -> Tensor:

@@ -15,6 +15,7 @@ class LSGAN:
     name = "lsgan"
     params = None
     uses_targets = True  # a smoothed target moves b (or a), as label smoothing intends
+    scores = "least-squares"  # D regresses to 1 (real) and 0 (fake)
 
     @ganbench.hookimpl
     def ganbench_discriminator_loss(self, scores: ganbench.Scores, targets: ganbench.Targets) -> Tensor:

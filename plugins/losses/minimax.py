@@ -16,6 +16,7 @@ class Minimax:
     name = "minimax"
     params = None
     uses_targets = True  # label smoothing and noisy labels act through the targets
+    scores = "logit"  # D outputs logits; detectors read saturation from them
 
     @ganbench.hookimpl
     def ganbench_discriminator_loss(self, scores: ganbench.Scores, targets: ganbench.Targets) -> Tensor:

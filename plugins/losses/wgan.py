@@ -25,6 +25,7 @@ class WGAN:
     name = "wgan"
     params = Params
     uses_targets = False  # a critic has no labels to smooth
+    scores = "critic"  # unbounded critic values: no saturation point
 
     def __init__(self, params: Params):
         self.p = params

@@ -26,6 +26,7 @@ class WGANGP:
     name = "wgan-gp"
     params = Params
     uses_targets = False  # a critic has no labels to smooth
+    scores = "critic"  # unbounded critic values: no saturation point
 
     def __init__(self, params: Params):
         self.p = params
@@ -67,7 +68,11 @@ class WGANGP:
         eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1),
                          generator=run.rng, device=real.device, dtype=real.dtype)
         x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-        (grad,) = torch.autograd.grad(run.models.discriminator(x_hat).sum(), x_hat, create_graph=True)
+        # A conditional D scores each interpolate with its real endpoint's class (real and fake
+        # labels differ; the real one is the class of the data the critic must stay smooth around).
+        labels = batch.real_labels if batch.fake_labels is not None else None
+        scores_hat = ganbench.discriminate(run.models.discriminator, x_hat, labels)
+        (grad,) = torch.autograd.grad(scores_hat.sum(), x_hat, create_graph=True)
         # The 1e-12 keeps sqrt differentiable where a gradient is exactly zero (a NaN otherwise).
         norm = (grad.flatten(1).pow(2).sum(1) + 1e-12).sqrt()
         return self.p.gp_weight * (norm - 1.0).pow(2).mean()

@@ -1,0 +1,130 @@
+"""Benchmark (not a test) of the diagnostics' cost: steps per second with `diagnostics = true`
+against `diagnostics = false`, on the DCGAN mnist5k configuration of suites/stability.toml (width
+32, batch 64, bce), in this one process, at the default log interval (50 steps), per-layer norms,
+spectral norms and batch diversity included. Both sides run every detector they can; the
+difference is the measurement itself. Measured alternately (the order flips every repeat) so
+machine noise hits both; the median ratio (on / off) is what matters, and the target is >= 0.97.
+
+On a shared machine the ratio of two wall-clock timings scatters by several percent. The
+benchmark therefore also times the diagnostics' own hook calls inside the "on" runs and prints
+their share of the training time: a direct measurement that machine noise cannot inflate.
+
+    python benchmarks/diagnostics_overhead.py                 # about 2 minutes on a 2-core CPU
+    python benchmarks/diagnostics_overhead.py --steps 300 --repeats 7
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ganbench import diagnostics
+from ganbench.suite import load_suite
+from ganbench.trainer import build_run, train
+
+SUITE = """
+[suite]
+name = "diagnostics-overhead"
+question = "What do the diagnostics cost?"
+seeds = [0]
+[dataset]
+name = "mnist5k"
+[defaults]
+architecture = {{ name = "dcgan", width = 32 }}
+loss = "bce"
+batch_size = 64
+steps = {steps}
+log_every = 50
+eval_every = 1000000
+metrics = []
+[[configs]]
+name = "on"
+diagnostics = true
+[[configs]]
+name = "off"
+diagnostics = false
+"""
+
+
+HOOKS = ("ganbench_after_backward", "ganbench_discriminator_inputs", "ganbench_log_record")
+
+
+class TimedDiagnostics(diagnostics.Diagnostics):
+    """The core's diagnostics, with the time spent inside each of its hooks added up."""
+
+    seconds = 0.0
+
+
+def _timed(name: str):
+    original = getattr(diagnostics.Diagnostics, name)
+
+    @functools.wraps(original)  # pluggy reads the argument names through __wrapped__; keeps tryfirst
+    def hook(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            TimedDiagnostics.seconds += time.perf_counter() - start
+
+    return hook
+
+
+for _name in HOOKS:
+    setattr(TimedDiagnostics, _name, _timed(_name))
+
+
+def steps_per_second(spec, workdir: Path, device: torch.device) -> float:
+    run = build_run(spec, workdir, device)
+    start = time.perf_counter()
+    status, _ = train(run)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    assert status == "completed", status
+    return spec.settings.steps / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=150, help="steps per measurement (3 log intervals at 150)")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating measurements of each")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        suite_file = Path(tmp) / "suite.toml"
+        suite_file.write_text(SUITE.format(steps=args.steps))
+        on, off = load_suite(suite_file).runs("default")
+        print(f"device {device}; DCGAN width 32 on mnist5k, bce, batch 64, log every 50; "
+              f"{args.steps} steps per measurement; {args.repeats} alternating repeats")
+        ratios, shares = [], []
+        original, diagnostics.Diagnostics = diagnostics.Diagnostics, TimedDiagnostics
+        try:
+            for r in range(args.repeats):
+                TimedDiagnostics.seconds = 0.0
+                if r % 2 == 0:
+                    with_diag = steps_per_second(on, Path(tmp) / f"on{r}", device)
+                    hook_seconds = TimedDiagnostics.seconds
+                    without = steps_per_second(off, Path(tmp) / f"off{r}", device)
+                else:
+                    without = steps_per_second(off, Path(tmp) / f"off{r}", device)
+                    with_diag = steps_per_second(on, Path(tmp) / f"on{r}", device)
+                    hook_seconds = TimedDiagnostics.seconds
+                ratios.append(with_diag / without)
+                shares.append(hook_seconds / (on.settings.steps / with_diag))
+                print(f"repeat {r + 1}: diagnostics on {with_diag:6.2f} steps/s   off {without:6.2f} steps/s   "
+                      f"ratio {ratios[-1]:.3f}   time in diagnostics hooks {100 * shares[-1]:.2f}%")
+        finally:
+            diagnostics.Diagnostics = original
+        print(f"median ratio on/off: {statistics.median(ratios):.3f} (target >= 0.97); "
+              f"median time in the diagnostics' hooks: {100 * statistics.median(shares):.2f}% of training "
+              f"(ratio {1 - statistics.median(shares):.3f} if that were all of it)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""DCGAN's practice-ablation options, D's feature/head split, and the progressive-growing architecture."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ganbench
+from ganbench.registry import new_plugin_manager
+from ganbench.rundir import read_jsonl
+from ganbench.suite import load_suite
+from ganbench.trainer import build_run, train
+from ganbench_plugins.architectures import dcgan, mlp, progressive_dcgan
+from ganbench_plugins.architectures.split import SplitSequential
+
+N = 8
+Z_DIM = 16
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_run(shape=(1, 28, 28), kind="image", steps=100) -> ganbench.Run:
+    return ganbench.Run(settings=SimpleNamespace(z_dim=Z_DIM, steps=steps), seed=0, device=CPU,
+                        data=ganbench.DataInfo(kind, shape, None), dir=Path("unused"), hook=None,
+                        rng=torch.Generator().manual_seed(0))
+
+
+def types(module: nn.Module) -> set[type]:
+    return {type(m) for m in module.modules()}
+
+
+# --------------------------------------------------------------------------------------------------
+# DCGAN options
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_pooling_replaces_every_strided_conv(size):
+    torch.manual_seed(0)
+    models = dcgan.DCGAN(dcgan.Params(width=8, resampling="pool")).ganbench_build_models(run=make_run((3, size, size)))
+    G, D = models.generator, models.discriminator
+    strided = [m for m in list(G.modules()) + list(D.modules())
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.stride != (1, 1)]
+    assert strided == []
+    assert nn.AvgPool2d in types(D) and nn.Upsample in types(G)
+    # G keeps only its first layer's 1x1 -> start x start projection as a transposed conv.
+    assert [m.kernel_size for m in G.modules() if isinstance(m, nn.ConvTranspose2d)] == [(7, 7) if size == 28 else (4, 4)]
+    x = G(torch.randn(N, Z_DIM))
+    assert x.shape == (N, 3, size, size) and D(x).shape == (N,)
+
+
+def test_strided_is_the_default_and_unchanged():
+    p = dcgan.Params()
+    assert (p.resampling, p.d_activation, p.output, p.init, p.d_norm) == ("strided", "leaky-relu", "tanh", "normal-0.02", "batch")
+    models = dcgan.DCGAN(dcgan.Params(width=8)).ganbench_build_models(run=make_run())
+    assert nn.AvgPool2d not in types(models.discriminator) and nn.Upsample not in types(models.generator)
+    assert [type(m) for m in models.discriminator] == [
+        nn.Conv2d, nn.LeakyReLU, nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU, nn.Conv2d, nn.Flatten]
+
+
+def test_relu_in_d():
+    models = dcgan.DCGAN(dcgan.Params(width=8, d_activation="relu")).ganbench_build_models(run=make_run())
+    assert nn.LeakyReLU not in types(models.discriminator) and nn.ReLU in types(models.discriminator)
+
+
+def test_sigmoid_output_lies_in_0_1():
+    models = dcgan.DCGAN(dcgan.Params(width=8, output="sigmoid")).ganbench_build_models(run=make_run())
+    assert isinstance(models.generator[-1], nn.Sigmoid)
+    x = models.generator(torch.randn(N, Z_DIM) * 10)
+    assert x.min() >= 0 and x.max() <= 1 and x.min() < 0.5 < x.max()
+
+
+@pytest.mark.parametrize("arch", [dcgan.DCGAN(dcgan.Params(width=8)), mlp.MLP(mlp.Params(width=16))])
+def test_d_splits_into_features_and_head(arch):
+    models = arch.ganbench_build_models(run=make_run())
+    D = models.discriminator
+    assert isinstance(D, SplitSequential) and type(arch).splits_discriminator
+    assert len(D.features) + len(D.head) == len(D)
+    assert isinstance(D.head[0], (nn.Conv2d, nn.Linear)) and isinstance(D.head[-1], nn.Flatten)
+    D.eval()
+    x = torch.randn(N, 1, 28, 28)
+    assert torch.equal(D(x), D.head(D.features(x)))
+
+
+# --------------------------------------------------------------------------------------------------
+# Progressive growing
+# --------------------------------------------------------------------------------------------------
+
+
+def test_schedule_stabilises_then_fades_in_each_level():
+    s = progressive_dcgan.Schedule(levels=3, phase_steps=10)
+    expected = {0: (0, 1.0), 9: (0, 1.0), 10: (1, 0.0), 15: (1, 0.5), 19: (1, 0.9), 20: (1, 1.0),
+                30: (2, 0.0), 35: (2, 0.5), 40: (2, 1.0), 1000: (2, 1.0)}
+    for index, value in expected.items():
+        level, alpha = s.at(index)
+        assert (level, pytest.approx(alpha)) == value, index
+    assert copy.deepcopy(s) is s  # EMA's copy of G follows the same schedule
+
+
+def build_progressive(steps=50, size=28, **params):
+    torch.manual_seed(0)
+    arch = progressive_dcgan.ProgressiveDCGAN(progressive_dcgan.Params(width=8, **params))
+    models = arch.ganbench_build_models(run=make_run((1, size, size), steps=steps))
+    return arch, models
+
+
+def test_default_phases_split_the_run_evenly():
+    arch, _ = build_progressive(steps=50)  # 3 levels: 5 phases of 10 steps
+    assert arch.schedule.phase_steps == 10
+    arch, _ = build_progressive(steps=70, size=32)  # 4 levels: 7 phases of 10 steps
+    assert arch.schedule.levels == 4 and arch.schedule.phase_steps == 10
+
+
+def test_g_returns_full_resolution_and_fades_in_continuously():
+    arch, models = build_progressive()
+    G, s = models.generator.eval(), arch.schedule
+    z = torch.randn(N, Z_DIM)
+    outputs = {}
+    with torch.no_grad():
+        for index in (0, 10, 15, 20, 30, 40):
+            s.set(index)
+            outputs[index] = G(z)
+            assert outputs[index].shape == (N, 1, 28, 28)
+    # Level 0: 7x7 images, upsampled; blocks of 4x4 pixels are constant.
+    assert torch.allclose(outputs[0], F.interpolate(F.avg_pool2d(outputs[0], 4), scale_factor=4), atol=1e-7)
+    # A fade starts exactly where the previous level left off, and ends at the new level.
+    assert torch.allclose(outputs[10], outputs[0], atol=1e-6)
+    assert torch.allclose(outputs[30], outputs[20], atol=1e-6)
+    assert not torch.allclose(outputs[15], outputs[10]) and not torch.allclose(outputs[40], outputs[30])
+
+
+def test_d_sees_the_current_resolution_and_fades_in_continuously():
+    arch, models = build_progressive()
+    D, s = models.discriminator.eval(), arch.schedule
+    real = torch.rand(N, 1, 28, 28) * 2 - 1
+    fake = models.generator(torch.randn(N, Z_DIM)).detach()
+
+    def scores_at(index):
+        s.set(index)
+        batch = ganbench.Batch(real=real, fake=fake)
+        arch.ganbench_discriminator_inputs(batch=batch)
+        with torch.no_grad():
+            return batch, D(batch.real), D(batch.fake)
+
+    batch, real0, _ = scores_at(0)
+    assert batch.real.shape[-1] == 7 and torch.allclose(batch.real, F.avg_pool2d(real, 4))
+    batch, real10, _ = scores_at(10)  # fading into 14x14, alpha 0: the 7x7 image, upsampled
+    assert batch.real.shape[-1] == 14
+    assert torch.allclose(batch.real, F.interpolate(F.avg_pool2d(real, 4), scale_factor=2), atol=1e-6)
+    assert torch.allclose(real10, real0, atol=1e-5)
+    batch, _, _ = scores_at(40)
+    assert torch.equal(batch.real, real) and torch.equal(batch.fake, fake)
+    # Full-resolution input is pooled down by D itself (penalties, probes).
+    s.set(0)
+    with torch.no_grad():
+        assert torch.allclose(D(real), real0, atol=1e-5)
+
+
+def test_progressive_registers_and_trains_with_tricks(write_suite, tmp_path):
+    pm = new_plugin_manager()
+    pm.register(progressive_dcgan)
+    ((cls,),) = pm.hook.ganbench_register_architectures()
+    assert cls.name == "progressive-dcgan" and "Karras et al. 2018" in progressive_dcgan.__doc__.splitlines()[0]
+    suite = write_suite("""
+        [suite]
+        name = "grow"
+        question = "q"
+        [dataset]
+        name = "mnist5k"
+        [defaults]
+        architecture = { name = "progressive-dcgan", width = 8 }
+        batch_size = 8
+        steps = 6
+        log_every = 1
+        eval_every = 6
+        grid_size = 4
+        metrics = []
+        tricks = ["minibatch-std", "conditional", "ema", "r1"]
+        [[configs]]
+        name = "a"
+    """)
+    run = build_run(load_suite(suite).runs("default")[0], tmp_path / "run", CPU)
+    assert train(run)[0] == "completed"
+    records = [r for r in read_jsonl(run.dir / "metrics.jsonl") if r["kind"] == "train"]
+    # 6 steps over 5 phases: phase_steps 1. The record is written before the step's schedule advance.
+    assert [r["resolution"] for r in records] == [7, 14, 14, 28, 28, 28]
+    assert [r["fade_alpha"] for r in records] == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+    evaluated = run.hook.ganbench_eval_generator(run=run)
+    assert evaluated.base.schedule is run.models.generator.base.schedule  # EMA's copy grows with G
