@@ -5,6 +5,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 TINY_SUITE = """
 [suite]
@@ -50,3 +51,12 @@ def tiny_suite(write_suite):
         return write_suite(TINY_SUITE.format(extra=textwrap.dedent(extra)), name)
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions are dominated by thread hand-offs; one thread keeps each test well under a second."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

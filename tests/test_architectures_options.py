@@ -23,12 +23,7 @@ Z_DIM = 16
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_run(shape=(1, 28, 28), kind="image", steps=100) -> ganbench.Run:

@@ -18,12 +18,7 @@ from ganbench_plugins.losses import bce, dragan
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_run(discriminator: nn.Module, seed: int = 0) -> ganbench.Run:

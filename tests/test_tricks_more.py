@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -39,13 +38,7 @@ MODULES = [conditional, minibatch_discrimination, minibatch_std, unrolled, adapt
            diff_augment, unit_range]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convolutions are dominated by thread hand-offs; one thread keeps each test well under a second.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -491,43 +484,3 @@ def test_unit_range_trains_in_0_1_and_evaluates_in_minus1_1(tiny_run) -> None:
     with torch.no_grad():
         assert torch.allclose(view(z), 2 * ema_copy(z) - 1)
         assert view(z).min() >= -1 and view(z).max() <= 1
-
-
-# --------------------------------------------------------------------------------------------------
-# No host reads per step
-# --------------------------------------------------------------------------------------------------
-
-
-class SyncCounter:
-    """Counts host reads of tensor values made outside torch (as in test_trainer.py)."""
-
-    TORCH_DIR = str(Path(torch.__file__).parent)
-
-    def __init__(self, monkeypatch) -> None:
-        self.count = 0
-        for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
-            original = getattr(torch.Tensor, name)
-
-            def counted(tensor, *args, _original=original, **kwargs):
-                if not sys._getframe(1).f_code.co_filename.startswith(self.TORCH_DIR):
-                    self.count += 1
-                return _original(tensor, *args, **kwargs)
-
-            monkeypatch.setattr(torch.Tensor, name, counted)
-
-
-@pytest.mark.parametrize("tricks", [
-    '["conditional", "minibatch-std", "minibatch-discrimination", "r1", "diff-augment"]',
-    '[{ name = "unrolled", k = 2 }, "adaptive-ratio", "d-lr-decay", "unit-range"]',
-])
-def test_new_tricks_read_the_device_only_at_log_intervals(tiny_suite, tmp_path, monkeypatch, tricks) -> None:
-    counts = []
-    for steps in (2, 6):
-        spec = load_suite(tiny_suite(f"tricks = {tricks}\nsteps = {steps}\nlog_every = {steps}\n"
-                                     f"eval_every = {steps}")).runs("default")[0]
-        run = build_run(spec, tmp_path / str(steps), CPU)
-        with monkeypatch.context() as m:
-            counter = SyncCounter(m)
-            assert train(run)[0] == "completed"
-        counts.append(counter.count)
-    assert counts[0] == counts[1], counts

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 import ganbench
+from ganbench_plugins.losses.bce import BCE
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Params:
     spread: ganbench.PositiveFloat = 0.5  # perturbations reach spread · std(real batch) (the authors' code: 0.5)
 
 
-class DRAGAN:
+class DRAGAN(BCE):  # BCE's D and G losses, plus the penalty below
     """Non-saturating BCE with a gradient penalty around perturbed real data (Kodali et al. 2017)."""
 
     name = "dragan"
@@ -32,15 +32,6 @@ class DRAGAN:
 
     def __init__(self, params: Params) -> None:
         self.p = params
-
-    @ganbench.hookimpl
-    def ganbench_discriminator_loss(self, scores: ganbench.Scores, targets: ganbench.Targets) -> Tensor:
-        return (F.binary_cross_entropy_with_logits(scores.real, targets.real)
-                + F.binary_cross_entropy_with_logits(scores.fake, targets.fake))
-
-    @ganbench.hookimpl
-    def ganbench_generator_loss(self, scores: ganbench.Scores) -> Tensor:
-        return F.softplus(-scores.fake).mean()  # -log sigmoid(x)
 
     @ganbench.hookimpl
     def ganbench_discriminator_penalty(self, run: ganbench.Run, batch: ganbench.Batch) -> Tensor:
