@@ -1,4 +1,4 @@
-"""The `ganbench` command: run, validate, plugins, bench, fid, report."""
+"""The `ganbench` command: run, validate, estimate, plugins, bench, fid, report."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("suite")
     validate.add_argument("--data-root")
     validate.set_defaults(func=cmd_validate)
+
+    estimate = sub.add_parser("estimate", help="how long a suite takes: measured here, projected for one GPU")
+    estimate.add_argument("suite")
+    estimate.add_argument("--scale", choices=("smoke", "default", "paper"), default="default",
+                          help="the scale to estimate (default: default)")
+    estimate.add_argument("--only", nargs="+", metavar="CONFIG", help="estimate only these configurations")
+    estimate.add_argument("--device", help="auto (default), cuda, cuda:N, mps or cpu: where to measure")
+    estimate.add_argument("--steps", type=int, default=100,
+                          help="steps profiled per configuration, at most (default 100, or the log interval)")
+    estimate.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    estimate.add_argument("--data-root")
+    estimate.set_defaults(func=cmd_estimate)
 
     plugins = sub.add_parser("plugins", help="list every plugin with its parameters")
     plugins.add_argument("--json", action="store_true", help="print a JSON list of {kind, name, source, params}")
@@ -155,6 +167,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     steps = ", ".join(f"{scale} {runs[scale][0].settings.steps}" for scale in SCALES)
     print(f"{args.suite}: ok: suite \"{suite.name}\", {len(suite.configs)} configs × {len(suite.header.seeds)} seeds "
           f"= {len(runs['default'])} runs on {suite.dataset.name}; steps per run by scale: {steps}")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from ganbench.environment import choose_device, device_name
+    from ganbench.estimate import estimate_suite, print_estimate
+    from ganbench.suite import load_suite
+
+    if args.steps < 1:
+        raise UsageError(f"--steps {args.steps}: must be 1 or more")
+    suite = load_suite(args.suite, data_root=args.data_root)
+    device = choose_device(args.device)
+    console = Console(stderr=True)
+    estimate = estimate_suite(suite, args.scale, device, device_name(device), only=args.only, max_steps=args.steps,
+                              progress=lambda line: console.print(f"profiling {escape(line)}"))
+    if args.json:
+        print(json.dumps(estimate.as_json(), indent=2))
+    else:
+        print_estimate(estimate, Console(width=max(Console().width, 150)))
     return 0
 
 
