@@ -2,6 +2,7 @@
 expects, and keeps its smoke scale small enough for a CPU."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,16 @@ def test_shipped_suite_validates(path):
     assert suite.baseline in names
     docs = (ROOT / "docs" / "suites.md").read_text()
     assert f"`suites/{path.name}`" in docs  # each shipped suite is listed in the guide
+
+
+@pytest.mark.parametrize("path", SUITES, ids=lambda p: p.stem)
+def test_shipped_suite_says_how_long_it_takes(path):
+    # Each header gives the measured smoke time on a CPU and the estimated default time on a GPU,
+    # and the guide's table lists the suite with the same smoke time.
+    header = "\n".join(line for line in path.read_text().splitlines() if line.startswith("#"))
+    match = re.search(r"# Time: smoke ([0-9][^(;,]*?) \(", header)
+    assert match, f"{path.name}: no '# Time: smoke ... (' line"
+    assert re.search(r"one GPU", header), f"{path.name}: no default-scale GPU estimate in the header"
+    row = next(line for line in (ROOT / "docs" / "suites.md").read_text().splitlines()
+               if line.startswith(f"| `{path.stem}`"))
+    assert match.group(1) in row
