@@ -46,6 +46,15 @@ def unsupported(kind: str, shape: tuple[int, ...]) -> str | None:
     return None
 
 
+def checked_geometry(data: Any) -> tuple[int, int, int, int]:
+    """(channels, size, start, n_up) of the data; its one-line error when dcgan cannot model it."""
+    reason = unsupported(data.kind, data.shape)
+    if reason is not None:
+        raise ganbench.UsageError(reason)
+    channels, size, _ = data.shape
+    return (channels, size, *_geometry(size))
+
+
 def _geometry(size: int) -> tuple[int, int]:
     """(start, n_up): G's first map side and how many stride-2 layers reach `size`."""
     start = 7 if size == 28 else 4
@@ -111,11 +120,7 @@ class DCGAN:
 
     @ganbench.hookimpl
     def ganbench_build_models(self, run: ganbench.Run) -> ganbench.Models:
-        reason = unsupported(run.data.kind, run.data.shape)
-        if reason is not None:
-            raise ganbench.UsageError(reason)
-        channels, size, _ = run.data.shape
-        start, n_up = _geometry(size)
+        channels, size, start, n_up = checked_geometry(run.data)
         widths = [self.p.width * 2**i for i in range(n_up)]  # widths[0] at the large end
         # A norm's shift makes a conv bias redundant, so convs followed by a norm have none.
         g_bias, d_bias = self.p.g_norm == "none", self.p.d_norm == "none"

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import ganbench
-from ganbench_plugins.architectures.dcgan import _geometry, _init_normal, _norm, unsupported
+from ganbench_plugins.architectures.dcgan import _init_normal, _norm, checked_geometry, unsupported
 
 
 @dataclass(frozen=True)
@@ -132,12 +132,8 @@ class ProgressiveDCGAN:
 
     @ganbench.hookimpl
     def ganbench_build_models(self, run: ganbench.Run) -> ganbench.Models:
-        reason = unsupported(run.data.kind, run.data.shape)
-        if reason is not None:
-            raise ganbench.UsageError(reason)
         p = self.p
-        channels, self.size, _ = run.data.shape
-        start, n_up = _geometry(self.size)
+        channels, self.size, start, n_up = checked_geometry(run.data)
         levels = n_up + 1
         phase_steps = p.phase_steps or max(1, run.settings.steps // (2 * levels - 1))
         self.schedule = Schedule(levels, phase_steps)

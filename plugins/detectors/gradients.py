@@ -54,20 +54,17 @@ class Gradients:
             evidence = {f"grad_norm_{short}": rounded(norm), "baseline": rounded(base),
                         "recent": [rounded(v) for v in self.recent[short]], "window": self.p.window}
             step = record["step"]
-            if self.vanishing[short].update(norm < self.p.vanish_factor * base, step):
-                found.append(ganbench.Incident(
-                    "vanishing-gradients", "warning",
-                    f"{network} gradient norm {norm:.3g} has stayed under {self.p.vanish_factor:g}x its early "
-                    f"{base:.3g} for {self.p.window} records",
-                    {**evidence, "threshold": rounded(self.p.vanish_factor * base), "network": network},
-                    step=self.vanishing[short].start_step))
-            if self.exploding[short].update(norm > self.p.explode_factor * base, step):
-                found.append(ganbench.Incident(
-                    "exploding-gradients", "warning",
-                    f"{network} gradient norm {norm:.3g} has stayed over {self.p.explode_factor:g}x its early "
-                    f"{base:.3g} for {self.p.window} records",
-                    {**evidence, "threshold": rounded(self.p.explode_factor * base), "network": network},
-                    step=self.exploding[short].start_step))
+            vanish, explode = self.p.vanish_factor, self.p.explode_factor
+            checks = (("vanishing-gradients", self.vanishing, "under", vanish, norm < vanish * base),
+                      ("exploding-gradients", self.exploding, "over", explode, norm > explode * base))
+            for kind, sustained, side, factor, holds in checks:
+                if sustained[short].update(holds, step):
+                    found.append(ganbench.Incident(
+                        kind, "warning",
+                        f"{network} gradient norm {norm:.3g} has stayed {side} {factor:g}x its early "
+                        f"{base:.3g} for {self.p.window} records",
+                        {**evidence, "threshold": rounded(factor * base), "network": network},
+                        step=sustained[short].start_step))
         return found or None
 
 
