@@ -67,7 +67,7 @@ def sync(device: torch.device) -> None:
 def throughput(args: argparse.Namespace, device: torch.device) -> None:
     import torch_fidelity
 
-    from ganbench import fid
+    from ganbench import fid, inception
     from ganbench_plugins.datasets.mnist5k import Mnist5k
 
     digits = Mnist5k().load("cpu").x
@@ -103,7 +103,8 @@ def throughput(args: argparse.Namespace, device: torch.device) -> None:
         with fid.float32_convolutions():
             m = torch_fidelity.calculate_metrics(
                 input1=Images(a.images), input2=Images(b.images), fid=True, kid=True, isc=False,
-                feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(weights.path),
+                feature_extractor="inception-v3-compat",
+                feature_extractor_weights_path=inception.weights_buffer(weights.path, weights.origin),  # never the file
                 cuda=device.type == "cuda", batch_size=args.batch_size, kid_subset_size=min(1000, n),
                 save_cpu_ram=True, verbose=False, cache=False)
         return {"fid": m[torch_fidelity.KEY_METRIC_FID], "kid_mean": m[torch_fidelity.KEY_METRIC_KID_MEAN]}

