@@ -152,9 +152,10 @@ def cold_and_warm(args: argparse.Namespace, device: torch.device, work: Path) ->
     def timed_evaluate(*a, **kw):
         sync(device)
         start = time.perf_counter()
-        evaluate(*a, **kw)
+        record = evaluate(*a, **kw)
         sync(device)
         eval_times.append(time.perf_counter() - start)
+        return record
 
     print(f"[2] a 1-step mnist5k run evaluated with {args.eval_samples} generated and "
           f"{args.real_samples} real samples, twice, on {device}")

@@ -6,6 +6,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--only", nargs="+", metavar="CONFIG", help="run only these configurations")
     run.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (0: in this process)")
     run.add_argument("--data-root", help="folder with downloaded datasets (sets the dataset's root parameter)")
+    run.add_argument("--restart", action="store_true",
+                     help="train unfinished runs from step 0 instead of resuming them from their checkpoints "
+                          "(completed runs are still skipped)")
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a suite completely without training")
@@ -100,11 +104,10 @@ def out_dir_for(suite_name: str) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ganbench.environment import choose_device, device_name, has_accelerator
-    from ganbench.executor import run_suite, summary_table
-    from ganbench.rundir import write_json
+    from ganbench.environment import choose_device, has_accelerator
+    from ganbench.executor import SuiteStop
+    from ganbench.outdir import OutputLock, check_writable
     from ganbench.suite import load_suite
-    from ganbench.trainer import now
 
     if args.jobs < 0:
         raise UsageError(f"--jobs {args.jobs}: must be 0 (in this process) or more")
@@ -116,20 +119,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         scale, scale_reason = ("default", "a GPU was found") if has_accelerator() else ("smoke", SMOKE_WARNING)
     specs = suite.runs(scale, args.only)
     out = Path(args.out) if args.out else out_dir_for(suite.name)
+    check_writable(out)
+    with OutputLock(out) as lock, SuiteStop() as suite_stop:
+        if lock.note:
+            console.print(f"[dim]note: {escape(lock.note)}[/dim]")
+        return _run_locked(args, console, suite, specs, out, device, scale, scale_reason, suite_stop)
+
+
+def _run_locked(args: argparse.Namespace, console: Console, suite: Any, specs: list[Any], out: Path, device: Any,
+                scale: str, scale_reason: str, suite_stop: Any) -> int:
+    from ganbench.environment import device_name
+    from ganbench.executor import run_suite, summary_table
+    from ganbench.rundir import write_json
+    from ganbench.trainer import now
+
     console.print(f"[bold]{escape(suite.name)}[/bold]: {escape(suite.header.question)}")
     console.print(f"{len(specs)} runs ({len(specs) // len(suite.header.seeds)} configs × "
                   f"{len(suite.header.seeds)} seeds) at scale [bold]{scale}[/bold] on {device_name(device)} → {out}")
     if scale == "smoke" and args.scale is None:
         console.print(Panel(SMOKE_WARNING, style="bold yellow"))
     out.mkdir(parents=True, exist_ok=True)
+    # The report shows the runs suite.json lists. Under --only, it keeps listing the other configs' runs
+    # that an earlier invocation listed or left a status for, in suite order; a run the suite no longer
+    # plans (its settings changed) drops out, as it does without --only.
+    from ganbench.rundir import read_json
+
+    earlier = read_json(out / "suite.json")
+    earlier = earlier.get("runs") if isinstance(earlier, dict) else None
+    earlier = {r for r in earlier if isinstance(r, str)} if isinstance(earlier, list) else set()
+    planned = {s.run_id for s in specs}
+    listed = [s for s in suite.runs(scale) if s.run_id in planned or s.run_id in earlier
+              or (out / "runs" / s.run_id / "status.json").is_file()]
     write_json(out / "suite.json", {
         "name": suite.name, "question": suite.header.question, "expects": suite.header.expects,
         "suite_file": str(suite.path.resolve()), "baseline": suite.baseline, "seeds": suite.header.seeds,
-        "configs": [c for c in suite.config_names() if not args.only or c in args.only],
+        "configs": [c for c in suite.config_names() if any(s.config == c for s in listed)],
         "scale": scale, "scale_reason": scale_reason, "device": str(device), "device_name": device_name(device),
-        "started": now(), "runs": [s.run_id for s in specs],
+        "started": now(), "runs": [s.run_id for s in listed],
     })
-    outcomes = run_suite(suite, specs, out, device, jobs=args.jobs, console=console)
+    outcomes = run_suite(suite, specs, out, device, jobs=args.jobs, console=console, restart=args.restart,
+                         suite_stop=suite_stop)
     console.print(summary_table(outcomes))
     if scale == "smoke" and args.scale is None:
         console.print(Panel(SMOKE_WARNING, style="bold yellow"))
@@ -139,9 +168,28 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{counts['collapsed']} collapsed, {counts['stopped']} stopped, {counts['failed']} failed; "
                   f"run directories in {out / 'runs'}")
     _report_after_run(out, console)
+    if suite_stop.stop.requested:
+        return _stopped(suite_stop.stop, outcomes, specs, out)
     # A diverged, collapsed or stopped run is a finding about the configuration; a failed run is a
     # crash worth a non-zero exit.
     return 1 if counts["failed"] else 0
+
+
+def _stopped(stop: Any, outcomes: list[Any], specs: list[Any], out: Path) -> int:
+    """The one line after a signal: what was kept, and how to go on. Exit 128 + the signal."""
+    from ganbench.rundir import read_status
+
+    interrupted = [o for o in outcomes if o.status == "interrupted"]
+    steps = []
+    for o in interrupted:
+        status = read_status(o.run_dir)
+        steps.append(str(status.get("step", "?")) if isinstance(status, dict) else "?")
+    finished = len(outcomes) - len(interrupted)
+    at = f" (checkpointed at steps {', '.join(steps)})" if interrupted else ""
+    print(f"ganbench: stopped by {stop.name}: {finished} run(s) finished, {len(interrupted)} interrupted{at}, "
+          f"{len(specs) - len(outcomes)} not started; all kept in {out / 'runs'}. Run the same command again "
+          "to resume (--restart trains unfinished runs from step 0)", file=sys.stderr)
+    return 128 + (stop.signum or 0)
 
 
 def _report_after_run(out: Path, console: Console) -> None:
@@ -150,6 +198,10 @@ def _report_after_run(out: Path, console: Console) -> None:
 
     try:
         report = build_report(out)
+    except (OSError, UsageError) as exc:  # a full disk, an unsafe figures/ link: one line; the runs stay as they are
+        console.print(f"[bold red]the report could not be written[/bold red] ({escape(str(exc))}); the runs are kept in "
+                      f"{escape(str(out / 'runs'))}. Rebuild it with: ganbench report {escape(str(out))}")
+        return
     except Exception:  # the runs are on disk already; show the bug, keep the suite's exit code
         console.print_exception()
         console.print(f"[bold red]the report could not be built[/bold red]; the runs are kept in "

@@ -178,6 +178,26 @@ class Diagnostics:
     def ganbench_after_backward(self, run: Run, step: Step, network: str) -> None:
         self._network(run, network).add(step.index)
 
+    @hookimpl
+    def ganbench_state_dict(self) -> dict[str, Any]:
+        # The open interval's norms and the power iteration's vectors; the last batch is not
+        # kept, since every step replaces it before the next record reads it.
+        return {"networks": {network: {"norms": list(stats.norms), "steps": list(stats.steps),
+                                       "last_param_norms": stats.last_param_norms}
+                             for network, stats in self.stats.items()},
+                "spectral_u": None if self.spectral is None else dict(self.spectral.u)}
+
+    @hookimpl
+    def ganbench_load_state_dict(self, run: Run, state: dict[str, Any]) -> None:
+        for network, saved in state["networks"].items():
+            stats = self._network(run, network)
+            stats.norms, stats.steps = list(saved["norms"]), list(saved["steps"])
+            stats.last_param_norms = saved["last_param_norms"]
+        if state["spectral_u"] is not None:
+            assert run.models is not None
+            self.spectral = SpectralNorms(run.models.discriminator)
+            self.spectral.u = dict(state["spectral_u"])
+
     @hookimpl(tryfirst=True)
     def ganbench_discriminator_inputs(self, step: Step, batch: Batch) -> None:
         if step.phase == "d":  # the batches as sampled, before any trick perturbs them

@@ -9,12 +9,16 @@ suite while it runs changes nothing already planned.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as queue_mod
+import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
@@ -22,6 +26,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ganbench import checkpoint
+from ganbench.interrupt import SIGNALS, StopRequest
 from ganbench.rundir import read_json, read_status, write_json
 from ganbench.suite import RunSpec, Suite
 
@@ -35,23 +41,38 @@ class Outcome:
     skipped: bool = False
 
 
-def _child(run_id: str, resolved: dict[str, Any], plugin_files: list[str], run_dir: str, device: str,
-           messages: Any) -> None:
-    """One run, in its own process: rebuild the spec from its resolved settings and train."""
-    from ganbench.registry import Registry
-    from ganbench.suite import spec_from_resolved
-    from ganbench.trainer import execute
+# A stopped suite waits this long for its runs to checkpoint and exit before it kills them.
+GRACE_S = 30.0
 
+
+def _child(run_id: str, resolved: dict[str, Any], plugin_files: list[str], run_dir: str, device: str,
+           messages: Any, suite_pid: int, restart: bool) -> None:
+    """One run, in its own process: rebuild the spec from its resolved settings and train."""
     try:
-        spec = spec_from_resolved(resolved, Registry([Path(f) for f in plugin_files]))
-        if spec.run_id != run_id:  # a plugin's parameters changed on disk after the suite was planned
-            raise RuntimeError(f"the run's settings changed between planning ({run_id}) and start ({spec.run_id}); "
-                               "was plugin code edited while the suite ran? Run the suite again")
-    except Exception:  # record why the run could not even start, then let the process fail
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
-        raise
-    execute(spec, Path(run_dir), torch.device(device), progress=lambda record: messages.put((spec.run_id, record)))
+        stop = StopRequest()
+        # SIGINT/SIGTERM, or the suite's process gone: checkpoint and stop. Once the suite is gone,
+        # nobody reads the progress queue: exiting must not wait for its pipe to drain (it would hang).
+        stop.install(watch_pid=suite_pid, on_orphaned=messages.cancel_join_thread)
+        from ganbench.registry import Registry
+        from ganbench.suite import spec_from_resolved
+        from ganbench.trainer import execute
+
+        try:
+            spec = spec_from_resolved(resolved, Registry([Path(f) for f in plugin_files]))
+            if spec.run_id != run_id:  # a plugin's parameters changed on disk after the suite was planned
+                raise RuntimeError(f"the run's settings changed between planning ({run_id}) and start ({spec.run_id}); "
+                                   "was plugin code edited while the suite ran? Run the suite again")
+        except Exception:  # record why the run could not even start, then let the process fail
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
+            raise
+        execute(spec, Path(run_dir), torch.device(device), stop=stop, restart=restart,
+                progress=lambda record: messages.put((spec.run_id, record)))
+    except KeyboardInterrupt:  # a Ctrl-C before the handler was installed: no traceback
+        sys.exit(130)
+    except Exception as exc:  # the run could not record its own end (a full disk): tell the suite, in one line
+        messages.put((run_id, {"kind": "error", "reason": f"{type(exc).__name__}: {exc}"}))
+        sys.exit(1)
 
 
 def _context() -> mp.context.BaseContext:
@@ -62,72 +83,146 @@ def _context() -> mp.context.BaseContext:
     return mp.get_context("spawn")
 
 
+class SuiteStop:
+    """SIGINT and SIGTERM in the suite's process. The first asks every run to stop (they checkpoint
+    and end as `interrupted`) and starts no new run; a second SIGINT kills them at once."""
+
+    def __init__(self) -> None:
+        self.stop = StopRequest()  # also the stop of a run trained in this process (--jobs 0)
+        self.children: dict[str, Any] = {}  # run id -> process
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SuiteStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop.requested and signum == signal.SIGINT:
+            for proc in self.children.values():
+                proc.kill()
+            print("ganbench: killed at once by a second Ctrl-C; each run resumes from its last checkpoint "
+                  "when the same command is run again", file=sys.stderr, flush=True)
+            os._exit(130)
+        for proc in self.children.values():  # the signal may have reached this process alone
+            if proc.exitcode is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        self.stop.request(signum)  # raises Interrupted inside interruptible work of an in-process run
+
+
+def check_resumable(specs: list[RunSpec], out: Path, restart: bool) -> dict[str, int]:
+    """Refuse, before anything trains, a checkpoint that cannot continue its run (UsageError);
+    return {run id: step} of the runs that will resume."""
+    resuming = {}
+    for spec in specs:
+        plan = checkpoint.plan(spec, out / "runs" / spec.run_id, restart)
+        if plan.state is not None:
+            resuming[spec.run_id] = plan.state["meta"]["step"]
+    return resuming
+
+
 def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.device, jobs: int = 1,
-              console: Console | None = None) -> list[Outcome]:
-    """Run every spec not already completed under `out`/runs. jobs=0 runs in this process."""
+              console: Console | None = None, restart: bool = False,
+              suite_stop: SuiteStop | None = None) -> list[Outcome]:
+    """Run every spec not already completed under `out`/runs, resuming interrupted runs from their
+    checkpoints (unless `restart`). jobs=0 runs in this process. Stops early, with every active run
+    checkpointed, when `suite_stop` sees a signal."""
     console = console or Console(stderr=True)
+    suite_stop = suite_stop or SuiteStop()
     outcomes: list[Outcome] = []
     todo: list[RunSpec] = []
     for spec in specs:
         run_dir = out / "runs" / spec.run_id
         status = read_status(run_dir)
-        if status and status.get("status") == "completed":
+        if isinstance(status, dict) and status.get("status") == "completed":
             outcomes.append(Outcome(spec, run_dir, "completed", None, skipped=True))
         else:
             todo.append(spec)
     if outcomes:
         console.print(f"[dim]{len(outcomes)} run(s) already completed in {out / 'runs'}; skipping them[/dim]")
+    resuming = check_resumable(todo, out, restart)
+    if resuming:
+        steps = ", ".join(str(step) for step in resuming.values())
+        console.print(f"[dim]{len(resuming)} run(s) resume from their checkpoints (at steps {steps})[/dim]")
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[losses]}"), TimeRemainingColumn())
+    errors: dict[str, str] = {}
     with Progress(*columns, console=console, transient=False) as progress:
         tasks = {}
 
         def start_task(spec: RunSpec) -> None:
-            tasks[spec.run_id] = progress.add_task(f"{spec.config} seed {spec.seed}", total=spec.settings.steps, losses="")
+            tasks[spec.run_id] = progress.add_task(f"{spec.config} seed {spec.seed}", total=spec.settings.steps,
+                                                   losses="", completed=resuming.get(spec.run_id, 0))
 
         def on_record(run_id: str, record: dict[str, Any]) -> None:
+            if record.get("kind") == "error":
+                errors[run_id] = record["reason"]
+                return
             losses = f"D {record['d_loss']:.3f}  G {record['g_loss']:.3f}" if record.get("d_loss") is not None else "non-finite"
             progress.update(tasks[run_id], completed=record["step"], losses=losses)
 
         def finished(outcome: Outcome) -> None:
             outcomes.append(outcome)
             if not console.is_terminal:  # no live bars in a log: one line per finished run instead
-                status = read_json(outcome.run_dir / "status.json") or {}
+                status = read_json(outcome.run_dir / "status.json")
+                wall = status.get("wall_s", "?") if isinstance(status, dict) else "?"
                 console.print(f"{outcome.spec.config} seed {outcome.spec.seed}: {outcome.status}"
-                              f"{f' ({outcome.reason})' if outcome.reason else ''} in {status.get('wall_s', '?')} s")
+                              f"{f' ({outcome.reason})' if outcome.reason else ''} in {wall} s")
 
         if jobs == 0:
             from ganbench.trainer import execute
 
             for spec in todo:
+                if suite_stop.stop.requested:
+                    break
                 start_task(spec)
                 run_dir = out / "runs" / spec.run_id
-                execute(spec, run_dir, device, progress=lambda r, i=spec.run_id: on_record(i, r))
-                finished(_outcome(spec, run_dir))
+                try:
+                    execute(spec, run_dir, device, progress=lambda r, i=spec.run_id: on_record(i, r),
+                            stop=suite_stop.stop, restart=restart)
+                except OSError as exc:  # the run could not record its own end (a full disk)
+                    errors[spec.run_id] = f"{type(exc).__name__}: {exc}"
+                finished(_outcome(spec, run_dir, errors.get(spec.run_id)))
         else:
             ctx = _context()
             messages = ctx.Queue()
             plugin_files = [str((suite.path.parent / f).resolve()) for f in suite.header.plugins]
-            pending, active = list(todo), {}
-            while pending or active:
-                while pending and len(active) < jobs:
+            pending, active = list(todo), suite_stop.children
+            procs: dict[str, tuple[RunSpec, Path]] = {}
+            deadline = None
+            while (pending and not suite_stop.stop.requested) or active:
+                while pending and len(active) < jobs and not suite_stop.stop.requested:
                     spec = pending.pop(0)
                     run_dir = out / "runs" / spec.run_id
                     proc = ctx.Process(target=_child, args=(spec.run_id, spec.resolved(), plugin_files, str(run_dir),
-                                                             str(device), messages))
+                                                             str(device), messages, os.getpid(), restart))
                     proc.start()
-                    active[spec.run_id] = (proc, spec, run_dir)
+                    active[spec.run_id] = proc
+                    procs[spec.run_id] = (spec, run_dir)
                     start_task(spec)
+                if suite_stop.stop.requested and deadline is None:
+                    deadline = time.monotonic() + GRACE_S
+                    console.print(f"[yellow]{suite_stop.stop.name}: stopping; {len(active)} active run(s) "
+                                  "checkpoint and stop[/yellow]")
+                if deadline is not None and time.monotonic() > deadline:
+                    for proc in active.values():
+                        proc.kill()  # it did not checkpoint in time: its last checkpoint stands
                 try:
                     run_id, record = messages.get(timeout=0.2)
                     on_record(run_id, record)
                 except queue_mod.Empty:
                     pass
-                for run_id, (proc, spec, run_dir) in list(active.items()):
+                for run_id, proc in list(active.items()):
                     if proc.exitcode is not None:
                         _drain(messages, on_record)
-                        finished(_outcome(spec, run_dir, proc.exitcode))
+                        spec, run_dir = procs[run_id]
+                        finished(_outcome(spec, run_dir, errors.get(run_id), proc.exitcode, suite_stop.stop.requested))
                         del active[run_id]
     order = {s.run_id: i for i, s in enumerate(specs)}
     outcomes.sort(key=lambda o: order[o.spec.run_id])
@@ -142,16 +237,42 @@ def _drain(messages: Any, on_record: Any) -> None:
             return
 
 
-def _outcome(spec: RunSpec, run_dir: Path, exitcode: int | None = 0) -> Outcome:
-    status = read_status(run_dir) or {}
+def _outcome(spec: RunSpec, run_dir: Path, error: str | None = None, exitcode: int | None = 0,
+             stopping: bool = False) -> Outcome:
+    status = read_status(run_dir)
+    status = status if isinstance(status, dict) else {}
     if status.get("status") in (None, "running"):
-        # The process died without recording an end (killed, segfault): record it for it.
-        reason = f"the run's process exited with code {exitcode} before recording a status"
-        if (run_dir / "error.txt").exists():
-            reason += f" ({(run_dir / 'error.txt').read_text().strip().splitlines()[-1]})"
-        write_json(run_dir / "status.json", {**status, "status": "failed", "reason": reason})
-        return Outcome(spec, run_dir, "failed", reason)
+        # The process died without recording an end (killed, segfault, a full disk): record it for it.
+        if stopping:
+            state, reason = "interrupted", "stopped with the suite before it could record its end"
+        else:
+            state, reason = "failed", f"the run's process {_exit_description(exitcode)} before recording a status"
+        detail = error or _last_line(run_dir / "error.txt")
+        if detail:
+            reason += f" ({detail})"
+        try:
+            write_json(run_dir / "status.json", {**status, "status": state, "reason": reason})
+        except OSError:  # the disk is still full: the summary and the exit code carry the reason
+            pass
+        return Outcome(spec, run_dir, state, reason)
     return Outcome(spec, run_dir, status["status"], status.get("reason"))
+
+
+def _exit_description(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            pass
+    return f"exited with code {exitcode}"
+
+
+def _last_line(path: Path) -> str | None:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    return lines[-1] if lines else None
 
 
 def summary_table(outcomes: list[Outcome]) -> Table:
@@ -159,11 +280,12 @@ def summary_table(outcomes: list[Outcome]) -> Table:
     for col in ("config", "seed", "status", "steps", "final D loss", "final G loss", "incidents", "wall s", "run dir"):
         table.add_column(col)
     colours = {"completed": "green", "failed": "red", "diverged": "magenta", "collapsed": "magenta",
-               "stopped": "yellow", "running": "yellow"}
+               "stopped": "yellow", "running": "yellow", "interrupted": "yellow"}
     for o in outcomes:
         records = [r for r in _train_records(o.run_dir)]
         last = records[-1] if records else {}
-        status = read_json(o.run_dir / "status.json") or {}
+        status = read_json(o.run_dir / "status.json")
+        status = status if isinstance(status, dict) else {}
         label = f"[{colours.get(o.status, 'white')}]{o.status}[/]" + (" (skipped)" if o.skipped else "")
         if o.reason:
             label += f"\n[dim]{o.reason[:120]}[/dim]"

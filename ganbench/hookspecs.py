@@ -210,6 +210,31 @@ def ganbench_evaluate(run: Run, step: int, generator: nn.Module) -> MetricValues
     generator in eval mode under no_grad. Metric plugins implement it."""
 
 
+# --------------------------------------------------------------------------------------------------
+# Checkpoints: a plugin's own state, saved and restored so a run resumes bit-identically
+# --------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def ganbench_state_dict(run: Run) -> dict[str, Any] | None:
+    """Return this plugin's per-run state for a checkpoint: tensors, numbers, strings, None, and
+    lists, tuples and dicts of them (what `torch.load(weights_only=True)` reads back), or None.
+    Called every `checkpoint_every` steps, at the last step and when the run is interrupted, on
+    each plugin that implements it. `ganbench.plain_state(self)` turns a plugin's attributes
+    into such a dict. A plugin that keeps state between steps (an EMA copy, a schedule, a
+    detector's baseline) must implement this and `ganbench_load_state_dict`; a plugin that
+    implements neither is checked for changed attributes, and its runs cannot resume if it has
+    any (attributes named in the class's `transient` tuple, such as caches, are not checked)."""
+
+
+@hookspec
+def ganbench_load_state_dict(run: Run, state: dict[str, Any]) -> None:
+    """Restore what this plugin's `ganbench_state_dict` returned, when a run resumes from a
+    checkpoint. Called after the models and optimizers are built and configured and their own
+    state loaded, before the first step; `ganbench.load_plain_state(self, state)` undoes
+    `plain_state`."""
+
+
 @hookspec
 def ganbench_run_end(run: Run, status: str, reason: str | None) -> None:
     """Called once when the run ends, whatever its status: "completed", "failed", "diverged", or the

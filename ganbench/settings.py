@@ -38,6 +38,7 @@ class CoreSettings:
     eval_samples: PositiveInt = 10_000  # generated samples per eval point for sample-based metrics (FID, KID)
     real_samples: PositiveInt = 10_000  # real samples for reference statistics (at most the dataset's size)
     diagnostics: bool = True  # gradient, weight and spectral norms and batch diversity in metrics.jsonl
+    checkpoint_every: PositiveInt = 500  # steps between full checkpoints (also at the end and on a signal); a run resumes from the last
 
 
 CORE_KEYS = tuple(CoreSettings.__dataclass_fields__)

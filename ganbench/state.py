@@ -106,6 +106,9 @@ class Run:
     optimizers: Optimizers | None = None
     updates: Updates = field(default_factory=lambda: Updates(1, 1))  # set from the settings by the trainer
     extras: dict[str, Any] = field(default_factory=dict)  # per-run scratch space shared between plugins
+    id: str = ""  # the run id: the name of `dir`, and what a checkpoint must match
+    plugins: dict[str, Any] = field(default_factory=dict)  # registered name ("trick:ema") -> plugin object
+    done: int = 0  # steps finished (set by the trainer)
 
 
 @dataclass

@@ -37,7 +37,10 @@ from ganbench.settings import CORE_KEYS, CoreSettings, OptimizerSettings, Plugin
 TOP_KEYS = ("suite", "dataset", "defaults", "scales", "configs")
 SCALES = ("smoke", "default", "paper")
 # A scale shortens or lengthens a run; it may set only these.
-SCALE_KEYS = ("steps", "log_every", "eval_every", "batch_size", "grid_size", "eval_samples", "real_samples")
+SCALE_KEYS = ("steps", "log_every", "eval_every", "batch_size", "grid_size", "eval_samples", "real_samples",
+              "checkpoint_every")
+# Settings that change how a run is kept, not what it computes: not part of its identity.
+NOT_IDENTITY = ("checkpoint_every",)
 # Sample counts follow the usual protocol: 50k generated samples for paper-scale FID (Heusel et al.
 # 2017), 10k as the common cheaper setting, and a few hundred at smoke scale, where FID is biased
 # upwards and only indicative (KID, reported beside it, is unbiased).
@@ -104,6 +107,7 @@ class RunSpec:
     def run_id(self) -> str:
         """Stable for the same resolved settings and seed, so a re-run finds its finished runs."""
         identity = {k: v for k, v in self.resolved().items() if k not in ("suite_file", "origins", "scale")}
+        identity["settings"] = {k: v for k, v in identity["settings"].items() if k not in NOT_IDENTITY}
         identity["dataset"] = {**identity["dataset"], "params": {
             k: v for k, v in identity["dataset"]["params"].items() if k not in PATH_PARAMS}}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]

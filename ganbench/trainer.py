@@ -7,6 +7,7 @@ stay on the device and are read once per `log_every` steps.
 """
 from __future__ import annotations
 
+import random
 import time
 import traceback
 from collections.abc import Callable
@@ -14,10 +15,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ganbench import checkpoint
+from ganbench.checkpoint import LoopState, StatelessCheck, identity, save
 from ganbench.incidents import IncidentLog, incident_summary
+from ganbench.interrupt import Interrupted, StopRequest
 from ganbench.registry import run_plugin_manager
 from ganbench.rundir import append_jsonl, write_atomic, write_json
 from ganbench.samples import save_samples
@@ -39,6 +44,8 @@ def build_run(spec: Any, run_dir: Path, device: torch.device) -> Run:
     s = spec.settings
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
+    random.seed(spec.seed)  # for plugins that draw from Python's or numpy's streams: they reproduce too
+    np.random.seed(spec.seed % 2**32)
     rng = torch.Generator(device=device)
     rng.manual_seed(spec.seed)
     data = s.dataset.instantiate().load(device)
@@ -48,7 +55,8 @@ def build_run(spec: Any, run_dir: Path, device: torch.device) -> Run:
     plugins += [(f"detector:{d.name}", d.instantiate()) for d in s.detectors]
     pm = run_plugin_manager(plugins, diagnostics=s.diagnostics)
     run = Run(settings=s, seed=spec.seed, device=device, data=data, dir=run_dir, hook=pm.hook, rng=rng,
-              updates=Updates(d=s.d_updates, g=s.g_updates))
+              updates=Updates(d=s.d_updates, g=s.g_updates), id=spec.run_id,
+              plugins=dict(pm.list_name_plugin()))
     models: Models = pm.hook.ganbench_build_models(run=run)
     models.generator.to(device)
     models.discriminator.to(device)
@@ -74,9 +82,11 @@ def score(discriminator: nn.Module, batch: Batch, combined: bool) -> Scores:
                   fake=discriminate(discriminator, batch.fake, batch.fake_labels))
 
 
-def train(run: Run, progress: Progress | None = None) -> tuple[str, str | None]:
-    """Train to the end, to the first non-finite value, or to an incident whose policy is `stop`.
-    Returns (status, reason)."""
+def train(run: Run, progress: Progress | None = None, stop: StopRequest | None = None,
+          resume: LoopState | None = None) -> tuple[str, str | None]:
+    """Train to the end, to the first non-finite value, to an incident whose policy is `stop`, or
+    to a stop request (a signal). From step 0, or from `resume` (a checkpoint's loop state).
+    Returns (status, reason); `run.done` is the last step finished."""
     s, hook, device = run.settings, run.hook, run.device
     assert run.models is not None and run.optimizers is not None
     G, D = run.models.generator, run.models.discriminator
@@ -84,19 +94,40 @@ def train(run: Run, progress: Progress | None = None) -> tuple[str, str | None]:
     n = s.batch_size
     metrics_path = run.dir / "metrics.jsonl"
     incidents = IncidentLog(run)
+    stop = stop or StopRequest()
 
-    fixed_z = hook.ganbench_sample_latent(run=run, n=s.grid_size)  # the same noise at every eval point
-    fixed_labels = hook.ganbench_sample_labels(run=run, n=s.grid_size)
+    loop = resume or LoopState(
+        done=0, images_seen=0,
+        totals=torch.zeros(len(TRAIN_KEYS), device=device),  # summed since the last log, on the device
+        step_counter=torch.zeros((), device=device),
+        first_bad=torch.full((), -1.0, device=device),  # first step with a non-finite loss, or -1
+        first_bad_keys=torch.zeros(3, dtype=torch.bool, device=device),  # which of the losses it was
+        last_log_step=0,
+        fixed_z=hook.ganbench_sample_latent(run=run, n=s.grid_size),  # the same noise at every eval point
+        fixed_labels=hook.ganbench_sample_labels(run=run, n=s.grid_size),
+    )
     ones, zeros = torch.ones(n, device=device), torch.zeros(n, device=device)
-    totals = torch.zeros(len(TRAIN_KEYS), device=device)  # summed since the last log, on the device
-    step_counter = torch.zeros((), device=device)
-    first_bad = torch.full((), -1.0, device=device)  # first step with a non-finite loss, or -1
-    first_bad_keys = torch.zeros(3, dtype=torch.bool, device=device)  # which of the losses it was
-    started = last_log_time = time.perf_counter()
-    last_log_step = 0
-    images_seen = 0
+    clock = Clock(loop.elapsed_s)
+    stateless = StatelessCheck(run)
+    ident = identity(run.id, s)
 
-    for index in range(s.steps):
+    def write_checkpoint() -> None:
+        loop.elapsed_s = clock.elapsed()
+        save(run, loop, ident, stateless.changed())
+
+    def end(status: str, reason: str | None) -> tuple[str, str | None]:
+        run.done = loop.done
+        if status != "diverged":
+            write_checkpoint()
+            save_generator(run, loop.done)
+        return status, reason
+
+    if loop.eval_pending:  # the last process was stopped inside this eval point: do it again
+        status = eval_point(run, loop, stop, incidents, metrics_path)
+        if status:
+            return end(*status)
+
+    for index in range(loop.done, s.steps):
         # ---- discriminator: run.updates.d steps ----------------------------------------------
         D.requires_grad_(True)
         d_updates, g_updates = run.updates.d, run.updates.g
@@ -120,7 +151,7 @@ def train(run: Run, progress: Progress | None = None) -> tuple[str, str | None]:
             hook.ganbench_after_backward(run=run, step=step, network="discriminator")
             opt_d.step()
             hook.ganbench_after_discriminator_step(run=run, step=step)
-        images_seen += d_updates * n
+        loop.images_seen += d_updates * n
         d_scores = scores
 
         # ---- generator: run.updates.g steps ----------------------------------------------------
@@ -146,38 +177,70 @@ def train(run: Run, progress: Progress | None = None) -> tuple[str, str | None]:
         values = torch.stack([d_loss.detach(), g_loss.detach(), d_penalty.detach(),
                               real_scores.mean(), fake_scores.mean(),
                               ((real_scores > 0).float().mean() + (fake_scores < 0).float().mean()) / 2])
-        totals += values
-        step_counter += 1
-        newly_bad = ~torch.isfinite(values[:3]).all() & (first_bad < 0)
-        first_bad = torch.where(newly_bad, step_counter - 1, first_bad)
-        first_bad_keys = torch.where(newly_bad, ~torch.isfinite(values[:3]), first_bad_keys)
+        loop.totals += values
+        loop.step_counter += 1
+        newly_bad = ~torch.isfinite(values[:3]).all() & (loop.first_bad < 0)
+        loop.first_bad = torch.where(newly_bad, loop.step_counter - 1, loop.first_bad)
+        loop.first_bad_keys = torch.where(newly_bad, ~torch.isfinite(values[:3]), loop.first_bad_keys)
 
-        done = index + 1
+        done = loop.done = index + 1
         if done % s.log_every == 0 or done == s.steps:
-            record = read_stats(run, done, images_seen, totals, done - last_log_step, started, last_log_time)
-            bad_step = int(first_bad)
+            record = read_stats(run, loop, clock)
+            bad_step = int(loop.first_bad)
             if bad_step >= 0:
-                which = [k for k, bad in zip(TRAIN_KEYS, first_bad_keys.tolist()) if bad]
+                which = [k for k, bad in zip(TRAIN_KEYS, loop.first_bad_keys.tolist()) if bad]
                 record["nonfinite"] = {"losses": {"step": bad_step, "keys": which}}
-            totals.zero_()
-            last_log_step, last_log_time = done, time.perf_counter()
+            loop.totals.zero_()
+            loop.last_log_step = done
             hook.ganbench_log_record(run=run, step=done, record=record)
             append_jsonl(metrics_path, record)
             if progress:
                 progress(record)
-            stop = incidents.check(record)
+            status = incidents.check(record)
             if "nonfinite" in record:  # nothing left to train: always the end, whatever the policy
-                return "diverged", nonfinite_reason(record["nonfinite"])
-            if stop:
-                return stop
+                return end("diverged", nonfinite_reason(record["nonfinite"]))
+            if status:
+                return end(*status)
         if done % s.eval_every == 0 or done == s.steps:
-            record = evaluate(run, done, images_seen, fixed_z, fixed_labels, metrics_path)
-            stop = incidents.check(record)
-            if stop:
-                save_checkpoint(run, done)
-                return stop
-    save_checkpoint(run, s.steps)
-    return "completed", None
+            status = eval_point(run, loop, stop, incidents, metrics_path)
+            if status:
+                return end(*status)
+        if stop.requested:
+            return end("interrupted", f"interrupted by {stop.name} after step {done}")
+        if done % s.checkpoint_every == 0:
+            write_checkpoint()
+    return end("completed", None)
+
+
+class Clock:
+    """Training wall time, going on from what earlier processes of a resumed run spent."""
+
+    def __init__(self, before: float) -> None:
+        self.before = before
+        self.started = self.last = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def lap(self) -> float:
+        """Seconds since the last lap (the last log record)."""
+        now = time.perf_counter()
+        lap, self.last = now - self.last, now
+        return lap
+
+
+def eval_point(run: Run, loop: LoopState, stop: StopRequest, incidents: IncidentLog,
+               metrics_path: Path) -> tuple[str, str | None] | None:
+    """Evaluate at `loop.done`. A signal during it abandons it: the checkpoint then says to redo it."""
+    loop.eval_pending = True
+    try:
+        with stop.interruptible():
+            record = evaluate(run, loop.done, loop.images_seen, loop.fixed_z, loop.fixed_labels)
+    except Interrupted as exc:
+        return "interrupted", f"{exc} during the eval point at step {loop.done}"
+    loop.eval_pending = False
+    append_jsonl(metrics_path, record)
+    return incidents.check(record)
 
 
 def nonfinite_reason(nonfinite: dict[str, dict[str, Any]]) -> str:
@@ -186,28 +249,27 @@ def nonfinite_reason(nonfinite: dict[str, dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def read_stats(run: Run, done: int, images_seen: int, totals: Tensor, count: int, started: float,
-               last: float) -> dict[str, Any]:
+def read_stats(run: Run, loop: LoopState, clock: Clock) -> dict[str, Any]:
     """One metrics.jsonl train record: means since the last record. The one device read per interval."""
-    means = (totals / count).tolist()
-    elapsed = time.perf_counter() - last
+    count = loop.done - loop.last_log_step
+    means = (loop.totals / count).tolist()
+    elapsed = clock.lap()
     assert run.optimizers is not None
     return {
         "kind": "train",
-        "step": done,
-        "images_seen": images_seen,
+        "step": loop.done,
+        "images_seen": loop.images_seen,
         **dict(zip(TRAIN_KEYS, means)),
         "d_gap": means[TRAIN_KEYS.index("d_real")] - means[TRAIN_KEYS.index("d_fake")],
         "lr_g": run.optimizers.generator.param_groups[0]["lr"],
         "lr_d": run.optimizers.discriminator.param_groups[0]["lr"],
         "sec_per_step": elapsed / count,
-        "elapsed_s": time.perf_counter() - started,
+        "elapsed_s": clock.elapsed(),
     }
 
 
-def evaluate(run: Run, done: int, images_seen: int, fixed_z: Tensor, fixed_labels: Tensor | None,
-             metrics_path: Path) -> dict[str, Any]:
-    """Sample the fixed noise into samples/, and ask metric plugins for values."""
+def evaluate(run: Run, done: int, images_seen: int, fixed_z: Tensor, fixed_labels: Tensor | None) -> dict[str, Any]:
+    """Sample the fixed noise into samples/, and ask metric plugins for values: the eval record."""
     generator = run.hook.ganbench_eval_generator(run=run)
     was_training = generator.training
     generator.eval()
@@ -229,7 +291,6 @@ def evaluate(run: Run, done: int, images_seen: int, fixed_z: Tensor, fixed_label
         better.update(result.better)
     if provenance:
         record["provenance"] = provenance
-    append_jsonl(metrics_path, record)
     return record
 
 
@@ -249,7 +310,8 @@ def metric_summary(metrics_path: Path, better: dict[str, str]) -> dict[str, Any]
     return {"final": final, "best": best, "better": better}
 
 
-def save_checkpoint(run: Run, step: int) -> None:
+def save_generator(run: Run, step: int) -> None:
+    """checkpoints/generator.pt: the final generator alone (and the evaluated one, when it differs)."""
     assert run.models is not None
     generator = run.hook.ganbench_eval_generator(run=run)
     state = {"generator": run.models.generator.state_dict(), "step": step}
@@ -258,31 +320,53 @@ def save_checkpoint(run: Run, step: int) -> None:
     write_atomic(run.dir / "checkpoints" / "generator.pt", lambda f: torch.save(state, f))
 
 
-def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress | None = None) -> str:
-    """Run one spec into `run_dir`, recording its status whatever happens. Returns the status."""
+def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress | None = None,
+            stop: StopRequest | None = None, restart: bool = False) -> str:
+    """Run one spec into `run_dir`, from its last checkpoint when it has a resumable one (and not
+    `restart`), recording its status whatever happens. Returns the status."""
     from ganbench.environment import environment
 
+    stop = stop or StopRequest()
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.jsonl", "incidents.jsonl", "error.txt"):
-        (run_dir / stale).unlink(missing_ok=True)
+    plan = checkpoint.plan(spec, run_dir, restart)
+    previous = plan.status if plan.state else {}
+    if plan.state is None:
+        for stale in ("metrics.jsonl", "incidents.jsonl", "error.txt", checkpoint.FILE, "checkpoints/generator.pt"):
+            (run_dir / stale).unlink(missing_ok=True)
+        for grid in (run_dir / "samples").glob("step-*.png"):
+            grid.unlink()
+    resumed_from = plan.state["meta"]["step"] if plan.state else None
     write_json(run_dir / "config.json", {"run_id": spec.run_id, **spec.resolved()})
     write_json(run_dir / "env.json", environment(device, spec.seed, spec.suite_file.parent))
-    started_at, started = now(), time.perf_counter()
-    write_json(run_dir / "status.json", {"status": "running", "started": started_at})
+    started_at, started = previous.get("started") or now(), time.perf_counter()
+    wall_before = previous.get("wall_s") or 0.0
+    history = [*previous.get("resumed", []), *([{"from_step": resumed_from, "at": now()}] if plan.state else [])]
+    write_json(run_dir / "status.json", {"status": "running", "started": started_at, "step": resumed_from or 0,
+                                         "resumed": history, "note": plan.note})
     run = None
     try:
-        run = build_run(spec, run_dir, device)
-        status, reason = train(run, progress)
-    except Exception as exc:  # a bug in a plugin or the data: the run fails, the suite goes on
+        with stop.interruptible():  # set-up (data, models) can take a while: a signal ends it at once
+            run = build_run(spec, run_dir, device)
+            loop = checkpoint.restore(run, plan.state) if plan.state else None
+            run.done = loop.done if loop else 0
+        status, reason = train(run, progress, stop, loop)
+    except Interrupted as exc:
+        status, reason = "interrupted", f"{exc} while the run was being set up"
+    except Exception as exc:  # a bug in a plugin, the data, or a full disk: the run fails, the suite goes on
         status, reason = "failed", f"{type(exc).__name__}: {exc}"
-        (run_dir / "error.txt").write_text(traceback.format_exc())
+        try:
+            text = traceback.format_exc()
+            write_atomic(run_dir / "error.txt", lambda f: f.write(text.encode()))
+        except OSError:  # the disk is full: the reason still goes into status.json, or to the suite
+            pass
     summary = {}
     if run is not None:
         run.hook.ganbench_run_end(run=run, status=status, reason=reason)
         summary = metric_summary(run_dir / "metrics.jsonl", run.extras.get("metric_better", {}))
     write_json(run_dir / "status.json", {
         "status": status, "reason": reason, "started": started_at, "finished": now(),
-        "wall_s": round(time.perf_counter() - started, 3), "metrics": summary,
-        "incidents": incident_summary(run_dir / "incidents.jsonl"),
+        "step": run.done if run else (resumed_from or 0), "steps": spec.settings.steps,
+        "wall_s": round(wall_before + time.perf_counter() - started, 3), "metrics": summary,
+        "incidents": incident_summary(run_dir / "incidents.jsonl"), "resumed": history, "note": plan.note,
     })
     return status

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ganbench.report.damage import safe_name  # noqa: E402
 from ganbench.report.load import SuiteResults  # noqa: E402
 from ganbench.report.ranking import Ranking, label  # noqa: E402
 
@@ -30,7 +31,7 @@ DIAGNOSTICS = {  # further train-record keys worth a panel, with their titles
 
 @dataclass(frozen=True)
 class Figure:
-    name: str  # file stem under figures/
+    name: str  # file stem under figures/ (a safe name: metric keys come from the runs' files)
     title: str
     caption: str
     png: bytes
@@ -87,7 +88,7 @@ def metric_curve(results: SuiteResults, key: str, colour: dict[str, str]) -> Fig
     ax.set_ylabel(label(key) + {"min": " (lower is better)", "max": " (higher is better)"}.get(direction, ""))
     ax.grid(alpha=0.3)
     _legend(ax)
-    return Figure(f"metric-{key}", f"{label(key)} over training",
+    return Figure(f"metric-{safe_name(key)}", f"{label(key)} over training",
                   f"{label(key)} against images seen: mean over seeds, band ± 1 std where 2 or more seeds have a value.",
                   _png(fig))
 

@@ -2,13 +2,15 @@
 
 Everything may be missing or half-written: a suite still running, or interrupted, lists runs that
 have no folder yet (status "missing") or no final status ("running"), and a metrics file may end in
-a line that is being written. What cannot be read is reported in `notes`, never raised, except
-when the folder is not a suite output folder at all (a `UsageError`).
+a line that is being written (skipped, and said in `notes`). Anything of the wrong JSON type is
+checked out by `damage.py`, skipped and listed in `damaged`; nothing is raised, except when the
+folder is not a suite output folder at all (a `UsageError`).
 """
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,14 +19,18 @@ import numpy as np
 import pandas as pd
 
 from ganbench.errors import UsageError
+from ganbench.report.damage import (SEVERITIES, Damage, check_config, check_env, check_incident, check_record,
+                                    check_status, check_suite, png_problem, run_id_problem, summarize)
 
 SUITE_FILE = "suite.json"
 MISSING = "missing"  # listed in suite.json, no status.json yet
 RUNNING = "running"
+INTERRUPTED = "interrupted"  # stopped by a signal; a re-run finishes it
+DAMAGED = "damaged"  # a status.json the report cannot read
+UNFINISHED = (RUNNING, INTERRUPTED, MISSING)
 # Statuses that end a run; failures are what the ranking's failure column counts.
 FINISHED = ("completed", "stopped", "collapsed", "diverged", "failed")
 FAILURES = ("failed", "diverged", "collapsed")
-SEVERITIES = ("info", "warning", "critical")  # in increasing order
 # The direction of the built-in metric keys, for runs whose status.json is not written yet.
 KNOWN_BETTER = {"fid": "min", "kid_mean": "min", "class_fd": "min", "classes_covered": "max", "class_kl": "min",
                 "modes_covered": "max", "mode_kl": "min", "high_quality_fraction": "max",
@@ -50,7 +56,8 @@ class SuiteResults:
     envs: dict[str, dict[str, Any]]  # run id -> env.json
     samples: dict[str, list[tuple[int, Path]]]  # run id -> (step, sample PNG), in step order
     unlisted: list[str] = field(default_factory=list)  # run folders that suite.json does not list
-    notes: list[str] = field(default_factory=list)  # what could not be read
+    notes: list[str] = field(default_factory=list)  # what is incomplete, but not wrong (a line being written)
+    damaged: list[Damage] = field(default_factory=list)  # files, or parts of files, of the wrong type: skipped
 
     @property
     def configs(self) -> list[str]:
@@ -77,32 +84,100 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:60] or "config"
 
 
-def read_json_file(path: Path, notes: list[str]) -> Any:
+def read_json_file(path: Path) -> tuple[Any, str | None]:
+    """(value, None), (None, None) when the file is absent, or (None, why it cannot be read)."""
     if not path.exists():
-        return None
+        return None, None
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        notes.append(f"{path}: unreadable JSON ({exc}); ignored")
-        return None
+        return json.loads(path.read_text()), None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None, "is not valid JSON; ignored"
+    except OSError as exc:
+        return None, f"cannot be read ({type(exc).__name__}); ignored"
 
 
-def read_records(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    """JSON lines; a line that does not parse (being written, or cut by a crash) is skipped and noted."""
+def read_lines(path: Path, check: Callable[[Any], tuple[dict[str, Any] | None, list[str]]],
+               ) -> tuple[list[dict[str, Any]], list[str], int | None]:
+    """JSON lines, each checked: (records, problems, the number of a cut-off last line or None).
+
+    A last line without its newline that does not parse is a record still being written, or cut
+    off when the run was killed (`append_jsonl` writes a line and its newline at once): it is
+    skipped, and only noted. Any other line that does not parse, or does not check, is damage."""
     if not path.exists():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        return [], [], None
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return [], [f"cannot be read ({type(exc).__name__})"], None
+    lines = text.splitlines()
+    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
+    records, problems, cut = [], [], None
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            notes.append(f"{path}: line {number} is not complete JSON; skipped")
+        except (json.JSONDecodeError, RecursionError):
+            if number == last and not text.endswith(("\n", "\r")):
+                cut = number
+            else:
+                problems.append(f"line {number} is not JSON; skipped")
             continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+        clean, found = check(record)
+        problems += [f"line {number}: {p}" + ("; line skipped" if clean is None else "") for p in found]
+        if clean is not None:
+            records.append(clean)
+    return records, problems, cut
+
+
+@dataclass
+class _Reader:
+    """Reads one run folder's files through their checks, collecting damage and notes."""
+
+    run_id: str | None
+    run_dir: Path
+    damaged: list[Damage]
+    notes: list[str]
+
+    def json(self, name: str, check: Callable[[Any], tuple[dict[str, Any], list[str]]]) -> dict[str, Any]:
+        value, problem = read_json_file(self.run_dir / name)
+        if problem:
+            self.damaged.append(Damage(self.run_id, name, problem))
+            return {}
+        if value is None and not (self.run_dir / name).exists():
+            return {}
+        clean, problems = check(value)
+        if problems:
+            whole = not isinstance(value, dict)
+            self.damaged.append(Damage(self.run_id, name, summarize(problems) + ("; ignored" if whole else
+                                                                                  "; those values ignored")))
+        return clean
+
+    def lines(self, name: str, check: Callable[[Any], tuple[dict[str, Any] | None, list[str]]]) -> list[dict[str, Any]]:
+        records, problems, cut = read_lines(self.run_dir / name, check)
+        if problems:
+            self.damaged.append(Damage(self.run_id, name, summarize(problems)))
+        if cut is not None:
+            self.notes.append(f"runs/{self.run_id}/{name}: line {cut} is not complete JSON (still being written, or "
+                              "cut off when the run was stopped); skipped")
+        return records
+
+    def samples(self) -> list[tuple[int, Path]]:
+        """The run's sample grids (samples/step-N.png), each a PNG file inside the run folder."""
+        found: dict[int, Path] = {}
+        problems = []
+        for path in sorted((self.run_dir / "samples").glob("step-*.png")):
+            match = SAMPLE.match(path.name)
+            if not match:
+                continue
+            problem = png_problem(path, self.run_dir)
+            if problem:
+                problems.append(f"{path.name} {problem}")
+            else:
+                found.setdefault(int(match[1]), path.resolve())
+        if problems:
+            self.damaged.append(Damage(self.run_id, "samples", summarize(problems)))
+        return sorted(found.items())
 
 
 def load(root: Path | str) -> SuiteResults:
@@ -114,13 +189,24 @@ def load(root: Path | str) -> SuiteResults:
     if not root.is_dir():
         raise UsageError(f"{root}: not a folder; expected {expected}")
     notes: list[str] = []
-    suite = read_json_file(root / SUITE_FILE, notes)
+    damaged: list[Damage] = []
+    suite, _ = read_json_file(root / SUITE_FILE)
     if not isinstance(suite, dict) or not isinstance(suite.get("runs"), list):
         what = "has no" if not (root / SUITE_FILE).exists() else "has an unreadable"
         raise UsageError(f"{root}: {what} {SUITE_FILE}; expected {expected}")
+    suite, problems = check_suite(suite)
 
-    run_ids = [str(r) for r in suite["runs"]]
-    on_disk = sorted(p.name for p in (root / "runs").glob("*") if p.is_dir()) if (root / "runs").is_dir() else []
+    run_ids: list[str] = []
+    for run_id in suite["runs"]:
+        problem = run_id_problem(run_id)
+        if problem:
+            problems.append(problem + "; skipped")
+        elif run_id not in run_ids:
+            run_ids.append(run_id)
+    if problems:
+        damaged.append(Damage(None, SUITE_FILE, summarize(problems)))
+    runs_dir = root / "runs"
+    on_disk = sorted(p.name for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []
     rows, train, evals, incidents = [], [], [], []
     better: dict[str, str] = {}
     provenance: dict[str, dict[str, dict[str, Any]]] = {}
@@ -129,42 +215,53 @@ def load(root: Path | str) -> SuiteResults:
     slugs = {slug(c): c for c in suite.get("configs") or []}
 
     for run_id in run_ids:
-        run_dir = root / "runs" / run_id
-        config = read_json_file(run_dir / "config.json", notes) or {}
-        status = read_json_file(run_dir / "status.json", notes) or {}
-        envs[run_id] = read_json_file(run_dir / "env.json", notes) or {}
+        run_dir = runs_dir / run_id
+        if run_dir.exists() and not run_dir.is_dir():
+            damaged.append(Damage(run_id, "", "is not a folder; skipped"))
+        read = _Reader(run_id, run_dir, damaged, notes)
+        config = read.json("config.json", check_config)
+        status = read.json("status.json", check_status)
+        envs[run_id] = read.json("env.json", check_env)
         name, seed = config.get("config"), config.get("seed")
-        if name is None or seed is None:  # not started: the run id still names its config and seed
+        if name is None or seed is None:  # not started (or config.json damaged): the run id names both
             match = RUN_ID.match(run_id)
             name = name or (slugs.get(match["slug"], match["slug"]) if match else run_id)
             seed = seed if seed is not None else (int(match["seed"]) if match else None)
         ident = {"run_id": run_id, "config": name, "seed": seed}
-        records = read_records(run_dir / "metrics.jsonl", notes)
+        records = read.lines("metrics.jsonl", lambda r, d=run_dir: check_record(r, d))
         run_train = [{**ident, **r} for r in records if r.get("kind") == "train"]
         run_evals = [r for r in records if r.get("kind") == "eval"]
         train += run_train
         evals += [{**ident, **{k: v for k, v in r.items() if k != "provenance"}} for r in run_evals]
-        run_incidents = [{**ident, **r} for r in read_records(run_dir / "incidents.jsonl", notes)]
+        run_incidents = [{**ident, **r} for r in read.lines("incidents.jsonl", check_incident)]
         incidents += run_incidents
         summary = status.get("metrics") or {}
         for key, direction in (summary.get("better") or {}).items():
             better.setdefault(key, direction)
         provenance[run_id] = final_provenance(run_evals)
-        samples[run_id] = sample_pngs(run_dir)
-        rows.append(run_row(ident, config, status, run_train, run_evals, run_incidents, summary))
+        samples[run_id] = read.samples()
+        if "status" in status:
+            state = status["status"]
+        elif (run_dir / "status.json").exists():
+            state = DAMAGED
+        else:
+            state = RUNNING if (run_dir / "config.json").exists() else MISSING
+        rows.append(run_row(ident, state, config, status, run_train, run_evals, run_incidents, summary))
 
     for key in {k for r in evals for k in r} - set(EVAL_BOOKKEEPING) - set(better):
         if key in KNOWN_BETTER:
             better[key] = KNOWN_BETTER[key]
-    frame = pd.DataFrame(rows, columns=list(dict.fromkeys(k for r in rows for k in r)) or ["run_id", "config", "seed"])
+    frame = pd.DataFrame(rows, columns=list(dict.fromkeys([*ROW_COLUMNS, *(k for r in rows for k in r)])))
     return SuiteResults(
         root=root, suite=suite, runs=frame,
         train=_frame(train), evals=_frame(evals), incidents=_frame(incidents, INCIDENT_COLUMNS),
         better=better, provenance=provenance, envs=envs, samples=samples,
-        unlisted=[r for r in on_disk if r not in run_ids], notes=notes,
+        unlisted=[r for r in on_disk if r not in run_ids], notes=notes, damaged=damaged,
     )
 
 
+ROW_COLUMNS = ["run_id", "config", "seed", "status", "data_kind", "reason", "started", "finished", "wall_s", "steps",
+               "last_step", "sec_per_step", "incidents", "worst_incident"]
 INCIDENT_COLUMNS = ["run_id", "config", "seed", "step", "kind", "severity", "detector", "policy", "message", "evidence"]
 
 
@@ -200,19 +297,10 @@ def final_provenance(evals: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return result
 
 
-def sample_pngs(run_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for path in (run_dir / "samples").glob("step-*.png"):
-        match = SAMPLE.match(path.name)
-        if match:
-            found.append((int(match[1]), path))
-    return sorted(found)
-
-
-def run_row(ident: dict[str, Any], config: dict[str, Any], status: dict[str, Any], train: list[dict[str, Any]],
-            evals: list[dict[str, Any]], incidents: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+def run_row(ident: dict[str, Any], state: str, config: dict[str, Any], status: dict[str, Any],
+            train: list[dict[str, Any]], evals: list[dict[str, Any]], incidents: list[dict[str, Any]],
+            summary: dict[str, Any]) -> dict[str, Any]:
     """One run's line of results.csv: identity, status, timing, incidents, final and best metrics."""
-    state = status.get("status") or (RUNNING if config else MISSING)
     settings = config.get("settings") or {}
     # The first interval holds warm-up, and an interval right after an eval point holds the evaluation.
     eval_steps = {r.get("step") for r in evals}

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ganbench.fid import comparable
-from ganbench.report.load import FAILURES, FINISHED, MISSING, RUNNING, SEVERITIES, SuiteResults
+from ganbench.report.load import FAILURES, FINISHED, SEVERITIES, UNFINISHED, SuiteResults
 from ganbench.report.stats import Comparison, Summary, summarize, welch
 
 # The primary metric: the first of these that any run recorded.
@@ -59,7 +59,7 @@ class Row:
 
     @property
     def unfinished(self) -> int:
-        return self.status_counts.get(RUNNING, 0) + self.status_counts.get(MISSING, 0)
+        return sum(self.status_counts.get(s, 0) for s in UNFINISHED)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """One generated sentence per configuration. Every word comes from the ranking's numbers."""
 from __future__ import annotations
 
-from ganbench.report.load import FAILURES, MISSING, RUNNING
+from ganbench.report.load import DAMAGED, FAILURES, UNFINISHED
 from ganbench.report.ranking import Ranking, Row, direction, label
 from ganbench.report.stats import ALPHA, fmt, fmt_p, mean_std
 
@@ -15,7 +15,7 @@ def failures(row: Row) -> str:
     total = row.planned
     found = [f"{row.status_counts[s]}/{total} {s}" for s in FAILURES if row.status_counts.get(s)]
     text = ", ".join(found) if found else f"0/{total} failed, diverged or collapsed"
-    unfinished = [f"{row.status_counts[s]} {s}" for s in (RUNNING, MISSING) if row.status_counts.get(s)]
+    unfinished = [f"{row.status_counts[s]} {s}" for s in (*UNFINISHED, DAMAGED) if row.status_counts.get(s)]
     if row.status_counts.get("stopped"):
         unfinished.insert(0, f"{row.status_counts['stopped']} stopped early")
     return text + (f" ({', '.join(unfinished)})" if unfinished else "")

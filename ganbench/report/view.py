@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from ganbench.report.figures import Figure
-from ganbench.report.load import FAILURES, MISSING, RUNNING, SuiteResults
+from ganbench.report.damage import safe_name
+from ganbench.report.load import DAMAGED, FAILURES, UNFINISHED, SuiteResults
 from ganbench.report.ranking import Ranking, Row, direction, label
 from ganbench.report.stats import ALPHA, CONFIDENCE, TEST_NAME, fmt, fmt_p, interval, mean_std
 from ganbench.report.verdict import verdicts
@@ -83,7 +84,7 @@ def row_view(row: Row, ranking: Ranking) -> dict[str, Any]:
     else:
         side = direction(row, ranking)
         vs = fmt_p(c.p) + (f" ({side})" if side else " (n.s.)")
-    unfinished = {s: row.status_counts.get(s, 0) for s in ("stopped", RUNNING, MISSING) if row.status_counts.get(s)}
+    unfinished = {s: row.status_counts.get(s, 0) for s in ("stopped", *UNFINISHED, DAMAGED) if row.status_counts.get(s)}
     return {
         "rank": row.rank if row.rank is not None else "–",
         "config": row.config,
@@ -170,15 +171,38 @@ def config_views(results: SuiteResults) -> list[dict[str, Any]]:
             finals.append(entry)
             if not timeline and points:
                 timeline_seed = _text(run["seed"])
-                timeline = [sample_image(run["run_id"], s, p, f"{config} seed {timeline_seed}, step {s}")
-                            for s, p in _spaced(points, TIMELINE_POINTS)]
+                timeline = [im for s, p in _spaced(points, TIMELINE_POINTS)
+                            if (im := sample_image(run["run_id"], s, p, f"{config} seed {timeline_seed}, step {s}"))]
         views.append({"name": config, "noun": noun, "finals": finals, "timeline": timeline,
                       "timeline_seed": timeline_seed})
     return views
 
 
-def sample_image(run_id: str, step: int, path: Path, alt: str) -> Image:
-    return Image(f"figures/samples/{run_id}/step-{step:07d}.png", path.read_bytes(), alt, f"step {step}")
+def sample_image(run_id: str, step: int, path: Path, alt: str) -> Image | None:
+    """A run's sample grid, copied beside the Markdown under the run's id (load.py checked both)."""
+    try:
+        png = path.read_bytes()
+    except OSError:  # removed since the folder was read: a rerun is rewriting it
+        return None
+    return Image(f"figures/samples/{safe_name(run_id)}/step-{step:07d}.png", png, alt, f"step {step}")
+
+
+def figure_images(figures: list[Figure]) -> list[Image]:
+    """Each figure as figures/<name>.png; names are made safe file names, and unique."""
+    images, used = [], set()
+    for figure in figures:
+        name = stem = safe_name(figure.name)
+        n = 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}"
+        used.add(name)
+        images.append(Image(f"figures/{name}.png", figure.png, figure.title, figure.caption))
+    return images
+
+
+def damaged_view(results: SuiteResults) -> list[dict[str, str]]:
+    return [{"where": d.where, "reason": d.reason} for d in results.damaged]
 
 
 def runs_view(results: SuiteResults, ranking: Ranking) -> list[dict[str, str]]:
@@ -192,7 +216,7 @@ def runs_view(results: SuiteResults, ranking: Ranking) -> list[dict[str, str]]:
             "final": fmt(run.get(f"final_{key}"), 5) if key and not pd.isna(run.get(f"final_{key}")) else "–",
             "wall_s": _text(run.get("wall_s")),
             "incidents": _text(run.get("incidents")),
-            "problem": run["status"] in (*FAILURES, RUNNING, MISSING),
+            "problem": run["status"] in (*FAILURES, *UNFINISHED, DAMAGED),
         })
     return rows
 
@@ -215,7 +239,7 @@ def provenance_view(results: SuiteResults) -> list[dict[str, Any]]:
 
 def build_view(results: SuiteResults, ranking: Ranking, figures: list[Figure]) -> dict[str, Any]:
     suite = results.suite
-    unfinished = results.runs["status"].isin([RUNNING, MISSING]) if not results.runs.empty else pd.Series(dtype=bool)
+    unfinished = results.runs["status"].isin(UNFINISHED) if not results.runs.empty else pd.Series(dtype=bool)
     finished = [f for f in results.runs.get("finished", []) if isinstance(f, str)]
     incidents, incidents_by_kind = incidents_view(results)
     notes = list(results.notes)
@@ -238,7 +262,7 @@ def build_view(results: SuiteResults, ranking: Ranking, figures: list[Figure]) -
         "versions": versions(results),
         "ranking": ranking_view(ranking),
         "verdicts": verdicts(ranking),
-        "figures": [Image(f"figures/{f.name}.png", f.png, f.title, f.caption) for f in figures],
+        "figures": figure_images(figures),
         "incidents": incidents,
         "incidents_total": len(results.incidents),
         "incidents_by_kind": incidents_by_kind,
@@ -247,4 +271,5 @@ def build_view(results: SuiteResults, ranking: Ranking, figures: list[Figure]) -
         "runs": runs_view(results, ranking),
         "provenance": provenance_view(results),
         "notes": notes,
+        "damaged": damaged_view(results),
     }

@@ -184,6 +184,14 @@ class ProgressiveDCGAN:
         self.schedule.set(step.index + 1)
 
     @ganbench.hookimpl
+    def ganbench_state_dict(self) -> dict[str, Any]:
+        return {"level": self.schedule.level, "alpha": self.schedule.alpha}
+
+    @ganbench.hookimpl
+    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
+        self.schedule.level, self.schedule.alpha = state["level"], state["alpha"]
+
+    @ganbench.hookimpl
     def ganbench_log_record(self, step: int, record: dict[str, Any]) -> None:
         # The schedule of the interval's last step (`step` steps are done; it was index step - 1).
         level, alpha = self.schedule.at(step - 1)

@@ -31,6 +31,14 @@ class FidRegression:
         self.active = False
 
     @ganbench.hookimpl
+    def ganbench_state_dict(self) -> dict[str, Any]:
+        return ganbench.plain_state(self)  # baselines, streaks and bests: what a resumed run must remember
+
+    @ganbench.hookimpl
+    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
+        ganbench.load_plain_state(self, state)
+
+    @ganbench.hookimpl
     def ganbench_detect(self, record: dict[str, Any]) -> list[ganbench.Incident] | None:
         value = record.get(self.p.key)
         if record["kind"] != "eval" or not finite(value):

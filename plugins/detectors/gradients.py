@@ -39,6 +39,14 @@ class Gradients:
         self.recent: dict[str, list[float]] = {n: [] for n in NETWORKS}
 
     @ganbench.hookimpl
+    def ganbench_state_dict(self) -> dict[str, Any]:
+        return ganbench.plain_state(self)  # baselines, streaks and bests: what a resumed run must remember
+
+    @ganbench.hookimpl
+    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
+        ganbench.load_plain_state(self, state)
+
+    @ganbench.hookimpl
     def ganbench_detect(self, record: dict[str, Any]) -> list[ganbench.Incident] | None:
         if record["kind"] != "train":
             return None

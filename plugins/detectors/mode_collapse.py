@@ -47,6 +47,14 @@ class ModeCollapse:
         self.coverage_active: set[str] = set()
 
     @ganbench.hookimpl
+    def ganbench_state_dict(self) -> dict[str, Any]:
+        return ganbench.plain_state(self)  # baselines, streaks and bests: what a resumed run must remember
+
+    @ganbench.hookimpl
+    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
+        ganbench.load_plain_state(self, state)
+
+    @ganbench.hookimpl
     def ganbench_detect(self, run: ganbench.Run, record: dict[str, Any]) -> list[ganbench.Incident] | None:
         if record["kind"] == "train":
             return self.batch_signal(record)

@@ -93,6 +93,7 @@ class ClassifierMetric:
 
     name = "classifier"
     params = Params
+    transient = ("trained", "reference")  # caches, rebuilt on demand: nothing a checkpoint must hold
 
     def __init__(self, params: Params) -> None:
         self.p = params

@@ -44,6 +44,14 @@ class DLrDecay:
         return None
 
     @ganbench.hookimpl
+    def ganbench_state_dict(self) -> dict[str, Any]:
+        return {"start_lrs": self.start_lrs}  # D's current rate is in its optimizer's checkpoint
+
+    @ganbench.hookimpl
+    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
+        self.start_lrs = state["start_lrs"]
+
+    @ganbench.hookimpl
     def ganbench_log_record(self, run: ganbench.Run, record: dict[str, Any]) -> None:
         groups = run.optimizers.discriminator.param_groups
         if self.start_lrs is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,6 +49,14 @@ class EMA:
             # Buffers (BatchNorm running stats, step counters) are not averaged, only copied.
             for avg, src in zip(self._avg_buf, self._src_buf):
                 avg.copy_(src)
+
+    @ganbench.hookimpl
+    def ganbench_state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.state_dict()}
+
+    @ganbench.hookimpl
+    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])  # in place: the averaging lists stay valid
 
     @ganbench.hookimpl
     def ganbench_eval_generator(self) -> nn.Module | None:

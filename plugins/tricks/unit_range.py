@@ -31,6 +31,7 @@ class UnitRange:
 
     name = "unit-range"
     params = None
+    transient = ("views",)  # wrappers of the evaluated generator, rebuilt on demand
 
     def __init__(self) -> None:
         self.views: dict[int, ToSignedRange] = {}
