@@ -4,7 +4,7 @@ A plugin needs nothing but this module: `ganbench.hookimpl` marks hook implement
 parameter aliases (`ganbench.Probability`, ...) type its params dataclass, and `ganbench.UsageError`
 is the error a user can fix.
 """
-from ganbench.checkpoint import load_plain_state, plain_state
+from ganbench.checkpoint import PlainState, load_plain_state, plain_state
 from ganbench.data import Data, DataInfo, TensorData
 from ganbench.errors import UsageError
 from ganbench.hookspecs import hookimpl
@@ -36,6 +36,7 @@ __all__ = [
     "NonNegativeFloat",
     "NonNegativeInt",
     "Optimizers",
+    "PlainState",
     "PositiveFloat",
     "PositiveInt",
     "Probability",

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ganbench.errors import UsageError
+from ganbench.hookspecs import hookimpl
 from ganbench.rundir import write_atomic
 
 FORMAT = 1
@@ -181,6 +182,20 @@ def load_plain_state(obj: Any, state: dict[str, Any]) -> None:
     """The inverse of `plain_state`: set each attribute back, into nested helper objects in place."""
     for key, value in state.items():
         setattr(obj, key, _unplain(getattr(obj, key, None), value))
+
+
+class PlainState:
+    """Inherit this to save every attribute but `p` (the params) in checkpoints and restore it on
+    resume: the two state hooks, through `plain_state` and `load_plain_state`. For plugins whose
+    state is plain data and helper objects (the built-in detectors' baselines, streaks and bests)."""
+
+    @hookimpl
+    def ganbench_state_dict(self) -> dict[str, Any]:
+        return plain_state(self)
+
+    @hookimpl
+    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
+        load_plain_state(self, state)
 
 
 def _plain(value: Any) -> Any:

@@ -153,36 +153,27 @@ def test_a_run_killed_with_sigkill_resumes_bit_identical(tmp_path, config, kill_
 
 # ---- in-process unit tests ------------------------------------------------------------------------
 
-TINY = """
-[suite]
-name = "tiny"
-question = "q"
-seeds = [0]
-[dataset]
-name = "mnist5k"
-[defaults]
-architecture = {{ name = "dcgan", width = 8 }}
-batch_size = 8
+# Config keys override the conftest suite's [defaults] (2 steps, logged at every step).
+LONGER = """
 steps = {steps}
 log_every = 2
 eval_every = 4
 checkpoint_every = 3
-grid_size = 4
-metrics = []
-[[configs]]
-name = "a"
-{extra}
 """
 
 
-def tiny_spec(tmp_path, extra: str = "", steps: int = 6):
-    path = tmp_path / "suite.toml"
-    path.write_text(TINY.format(extra=extra, steps=steps))
-    return load_suite(path).runs("default")[0]
+@pytest.fixture
+def tiny_spec(tiny_suite):
+    """tiny_spec(extra, steps) -> the one run of conftest's tiny suite, with checkpoints every 3 steps."""
+
+    def make(extra: str = "", steps: int = 6):
+        return load_suite(tiny_suite(LONGER.format(steps=steps) + extra)).runs("default")[0]
+
+    return make
 
 
-def test_checkpoints_load_weights_only_and_name_the_code_that_wrote_them(tmp_path, one_thread):
-    spec = tiny_spec(tmp_path)
+def test_checkpoints_load_weights_only_and_name_the_code_that_wrote_them(tmp_path, one_thread, tiny_spec):
+    spec = tiny_spec()
     assert execute(spec, tmp_path / "run", CPU) == "completed"
     state = torch.load(tmp_path / "run" / checkpoint.FILE, weights_only=True)
     assert state["meta"]["run_id"] == spec.run_id and state["meta"]["ganbench"] == ganbench.__version__
@@ -197,8 +188,8 @@ def _umask() -> int:
     return mask
 
 
-def test_a_checkpoint_of_other_plugin_code_is_refused_in_one_line(tmp_path, one_thread):
-    spec = tiny_spec(tmp_path)
+def test_a_checkpoint_of_other_plugin_code_is_refused_in_one_line(tmp_path, one_thread, tiny_spec):
+    spec = tiny_spec()
     run_dir = tmp_path / "run"
     assert execute(spec, run_dir, CPU) == "completed"
     state = torch.load(run_dir / checkpoint.FILE, weights_only=True)
@@ -230,9 +221,9 @@ class Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_a_resumed_run_continues_the_interrupted_one_in_process(tmp_path, one_thread):
-    """The same parity as the SIGKILL test, in one process: stop at step 5 by a stop request."""
-    spec = tiny_spec(tmp_path, steps=10, extra='tricks = [{ name = "ema", decay = 0.5 }]')
+def test_a_resumed_run_continues_the_interrupted_one_in_process(tmp_path, one_thread, tiny_spec):
+    """The same parity as the SIGKILL test, in one process: stopped after step 4 by a stop request."""
+    spec = tiny_spec(steps=10, extra='tricks = [{ name = "ema", decay = 0.5 }]')
     reference = build_run(spec, tmp_path / "ref", CPU)
     assert train(reference) == ("completed", None)
 
@@ -277,11 +268,10 @@ def ganbench_register_tricks():
 '''
 
 
-def test_a_plugin_with_undeclared_state_makes_its_run_restart_and_say_why(tmp_path, one_thread):
+def test_a_plugin_with_undeclared_state_makes_its_run_restart_and_say_why(tmp_path, one_thread, tiny_suite):
     (tmp_path / "counter.py").write_text(STATEFUL_TRICK)
-    path = tmp_path / "suite.toml"
-    path.write_text(TINY.format(steps=6, extra='tricks = ["counter"]').replace(
-        'question = "q"', 'question = "q"\nplugins = ["counter.py"]'))
+    path = tiny_suite(LONGER.format(steps=6) + 'tricks = ["counter"]')
+    path.write_text(path.read_text().replace("seeds = [0]", 'seeds = [0]\nplugins = ["counter.py"]'))
     spec = load_suite(path).runs("default")[0]
     run_dir = tmp_path / "run"
     assert execute(spec, run_dir, CPU) == "completed"
@@ -302,10 +292,10 @@ def _builtin_trick_cases() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("name,extra", _builtin_trick_cases(), ids=[n for n, _ in _builtin_trick_cases()])
-def test_every_builtin_trick_resumes(tmp_path, one_thread, name, extra):
+def test_every_builtin_trick_resumes(tmp_path, one_thread, tiny_spec, name, extra):
     """A built-in trick either saves its state through the hook pair or keeps none: its run's
     checkpoints are resumable, and a run resumed at step 3 ends where an uninterrupted one does."""
-    spec = tiny_spec(tmp_path, extra=extra)
+    spec = tiny_spec(extra=extra)
     reference = build_run(spec, tmp_path / "ref", CPU)
     assert train(reference)[0] == "completed"
     meta = torch.load(tmp_path / "ref" / checkpoint.FILE, weights_only=True)["meta"]

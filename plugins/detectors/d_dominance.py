@@ -34,7 +34,7 @@ class Params:
     baseline_records: ganbench.PositiveInt = 5  # train records whose median is the baseline
 
 
-class DDominance:
+class DDominance(ganbench.PlainState):
     """D separating real from fake perfectly while G's gradients collapse, aware of the loss."""
 
     name = "d-dominance"
@@ -55,14 +55,6 @@ class DDominance:
         if scores == "margin":
             return finite(acc) and acc >= self.p.accuracy and g_collapsed
         return None  # critic, or a loss that does not say
-
-    @ganbench.hookimpl
-    def ganbench_state_dict(self) -> dict[str, Any]:
-        return ganbench.plain_state(self)  # baselines, streaks and bests: what a resumed run must remember
-
-    @ganbench.hookimpl
-    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
-        ganbench.load_plain_state(self, state)
 
     @ganbench.hookimpl
     def ganbench_detect(self, run: ganbench.Run, record: dict[str, Any]) -> list[ganbench.Incident] | None:

@@ -23,7 +23,7 @@ class Params:
     baseline_records: ganbench.PositiveInt = 5  # train records whose median |loss| is the baseline
 
 
-class Divergence:
+class Divergence(ganbench.PlainState):
     """NaN/inf in losses, gradients or weights (always fatal), and loss blow-ups."""
 
     name = "divergence"
@@ -34,14 +34,6 @@ class Divergence:
         self.p = params
         self.baselines = {k: Baseline(params.baseline_skip, params.baseline_records) for k in LOSSES}
         self.blown: set[str] = set()
-
-    @ganbench.hookimpl
-    def ganbench_state_dict(self) -> dict[str, Any]:
-        return ganbench.plain_state(self)  # baselines, streaks and bests: what a resumed run must remember
-
-    @ganbench.hookimpl
-    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
-        ganbench.load_plain_state(self, state)
 
     @ganbench.hookimpl
     def ganbench_detect(self, record: dict[str, Any]) -> list[ganbench.Incident] | None:

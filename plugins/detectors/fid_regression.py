@@ -18,7 +18,7 @@ class Params:
     key: str = "fid"  # the eval-record key to watch (lower is better)
 
 
-class FidRegression:
+class FidRegression(ganbench.PlainState):
     """FID rising by a set percentage from its best."""
 
     name = "fid-regression"
@@ -29,14 +29,6 @@ class FidRegression:
         self.p = params
         self.best: tuple[int, float] | None = None
         self.active = False
-
-    @ganbench.hookimpl
-    def ganbench_state_dict(self) -> dict[str, Any]:
-        return ganbench.plain_state(self)  # baselines, streaks and bests: what a resumed run must remember
-
-    @ganbench.hookimpl
-    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
-        ganbench.load_plain_state(self, state)
 
     @ganbench.hookimpl
     def ganbench_detect(self, record: dict[str, Any]) -> list[ganbench.Incident] | None:

@@ -24,7 +24,7 @@ class Params:
     baseline_records: ganbench.PositiveInt = 5  # train records whose median norm is the baseline
 
 
-class Gradients:
+class Gradients(ganbench.PlainState):
     """G's or D's gradient norm collapsing or exploding against its early baseline."""
 
     name = "gradients"
@@ -37,14 +37,6 @@ class Gradients:
         self.vanishing = {n: Sustained(params.window) for n in NETWORKS}
         self.exploding = {n: Sustained(params.window) for n in NETWORKS}
         self.recent: dict[str, list[float]] = {n: [] for n in NETWORKS}
-
-    @ganbench.hookimpl
-    def ganbench_state_dict(self) -> dict[str, Any]:
-        return ganbench.plain_state(self)  # baselines, streaks and bests: what a resumed run must remember
-
-    @ganbench.hookimpl
-    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
-        ganbench.load_plain_state(self, state)
 
     @ganbench.hookimpl
     def ganbench_detect(self, record: dict[str, Any]) -> list[ganbench.Incident] | None:

@@ -31,7 +31,7 @@ class Params:
     coverage_drop: ganbench.Probability = 0.3  # falling by this share of the total from the best
 
 
-class ModeCollapse:
+class ModeCollapse(ganbench.PlainState):
     """Batch diversity and duplicates, class coverage and mode coverage."""
 
     name = "mode-collapse"
@@ -45,14 +45,6 @@ class ModeCollapse:
         self.best_diversity = 0.0
         self.best: dict[str, float] = {}
         self.coverage_active: set[str] = set()
-
-    @ganbench.hookimpl
-    def ganbench_state_dict(self) -> dict[str, Any]:
-        return ganbench.plain_state(self)  # baselines, streaks and bests: what a resumed run must remember
-
-    @ganbench.hookimpl
-    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
-        ganbench.load_plain_state(self, state)
 
     @ganbench.hookimpl
     def ganbench_detect(self, run: ganbench.Run, record: dict[str, Any]) -> list[ganbench.Incident] | None:

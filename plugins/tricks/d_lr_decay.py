@@ -25,7 +25,7 @@ class Params:
     min_scale: ganbench.Probability = 0.01  # D's learning rate never drops below this fraction of its start
 
 
-class DLrDecay:
+class DLrDecay(ganbench.PlainState):  # its state: the starting rates (D's current one is in its optimizer)
     """Multiplies D's learning rate by `factor` whenever its mean loss over a log interval nears 0."""
 
     name = "d-lr-decay"
@@ -42,14 +42,6 @@ class DLrDecay:
             return (f'{cls.name} watches D\'s loss approach 0, but loss "{setup.loss.name}" (scores: {scores}) '
                     "has no floor at 0; use bce, minimax, lsgan or hinge")
         return None
-
-    @ganbench.hookimpl
-    def ganbench_state_dict(self) -> dict[str, Any]:
-        return {"start_lrs": self.start_lrs}  # D's current rate is in its optimizer's checkpoint
-
-    @ganbench.hookimpl
-    def ganbench_load_state_dict(self, state: dict[str, Any]) -> None:
-        self.start_lrs = state["start_lrs"]
 
     @ganbench.hookimpl
     def ganbench_log_record(self, run: ganbench.Run, record: dict[str, Any]) -> None:
