@@ -7,6 +7,7 @@ KID's unbiased MMD written out in float64. Everything that runs Inception and to
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -193,9 +194,17 @@ def test_real_set_is_real_samples_as_exact_uint8_rgb(mnist):
 
 def test_check_refuses_points_tiny_counts_and_missing_weights(monkeypatch, tmp_path):
     weights_file = tmp_path / "weights.pth"
-    weights_file.write_bytes(b"only its existence is checked here")
+    weights_file.write_bytes(b"not a weights file")
     monkeypatch.setenv(inception.ENV_WEIGHTS, str(weights_file))
     image_setup = SimpleNamespace(data=SimpleNamespace(kind="image"), eval_samples=16, real_samples=32)
+    # A weights file is checked weights-only at validation, not first at an eval point:
+    assert str(weights_file) in Fid.check(Params(), image_setup)
+    assert "metric \"fid\" weights" in Fid.check(Params(weights=str(weights_file)), image_setup)
+
+    def accepting_weights(path, source=None):  # a double: the real check needs the 95 MB weights
+        return io.BytesIO()
+
+    monkeypatch.setattr(inception, "weights_buffer", accepting_weights)
     assert Fid.check(Params(), image_setup) is None
     assert Fid.check(Params(weights=str(weights_file)), image_setup) is None
     points = SimpleNamespace(data=SimpleNamespace(kind="points"), eval_samples=16, real_samples=32)

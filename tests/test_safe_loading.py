@@ -22,6 +22,8 @@ from ganbench import fid, inception
 from ganbench.cli import main
 from ganbench.errors import UsageError
 from ganbench.suite import load_suite
+from ganbench_plugins.metrics.fid import Fid
+from ganbench_plugins.metrics.fid import Params as FidParams
 
 CPU = torch.device("cpu")
 REFUSED = "is not a torch-fidelity InceptionV3 state dict"
@@ -153,21 +155,22 @@ def test_a_payload_given_to_ganbench_fid_never_runs(tmp_path, capsys, monkeypatc
 
 
 def test_a_payload_in_a_suites_fid_weights_never_runs(tmp_path, tiny_suite, marker, no_inception):
+    """Refused at validation, weights-only, before anything trains (and at an eval point all the same)."""
     write_payload(tmp_path / "inception.pth", marker, "torch.save")
     suite = tiny_suite('metrics = [{ name = "fid", weights = "inception.pth" }]\n')
-    spec = load_suite(suite).runs("default")[0]  # validation only checks that the file exists
-    assert not marker.exists()
-    (choice,) = spec.settings.metrics
-    metric = choice.instantiate()
-    run = SimpleNamespace(settings=spec.settings)  # the metric reads its weights before the run's data
-
     with pytest.raises(UsageError) as info:
-        metric.ganbench_evaluate(run=run, step=spec.settings.steps, generator=None)
+        load_suite(suite)
     assert not marker.exists(), "the payload ran"
     message = str(info.value)
-    assert "\n" not in message
     weights = tmp_path / "inception.pth"
-    assert message.startswith(f'Inception weights file {weights} (from metric "fid" weights) {REFUSED}: ')
+    assert "\n" not in message and 'metric "fid" cannot be used here' in message
+    assert f'Inception weights file {weights} (from metric "fid" weights) {REFUSED}: ' in message
+
+    metric = Fid(FidParams(weights=str(weights)))
+    run = SimpleNamespace(settings=SimpleNamespace(steps=2, eval_every=2))
+    with pytest.raises(UsageError, match="refuses it"):
+        metric.ganbench_evaluate(run=run, step=2, generator=None)
+    assert not marker.exists(), "the payload ran"
 
 
 def test_a_planted_fid_cache_file_never_runs(tmp_path, marker):

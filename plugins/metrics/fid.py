@@ -54,7 +54,10 @@ class Fid:
         if params.weights:
             if not Path(params.weights).expanduser().is_file():
                 return f'weights = "{params.weights}": no such file; give a torch-fidelity Inception weights file'
-        elif (not params.download and not os.environ.get(inception.ENV_WEIGHTS)
+            return _refusal(params.weights, 'metric "fid" weights')
+        if os.environ.get(inception.ENV_WEIGHTS):
+            return _refusal(os.environ[inception.ENV_WEIGHTS], f"${inception.ENV_WEIGHTS}")
+        if (not params.download and not os.environ.get(inception.ENV_WEIGHTS)
               and inception.find_fid_helper_weights() is None):
             # Refused here, before any training, rather than at the first eval point.
             return inception.NO_WEIGHTS_HINT
@@ -78,6 +81,16 @@ class Fid:
         )
         return ganbench.MetricValues(metric=self.name, values=result.values, better=dict(BETTER),
                                      provenance=result.provenance)
+
+
+def _refusal(path: str, source: str) -> str | None:
+    """Why a weights file cannot serve, found at validation (weights-only, and cached for the eval
+    points), rather than after training up to the first one."""
+    try:
+        inception.weights_buffer(Path(path).expanduser(), source)
+    except ganbench.UsageError as exc:
+        return str(exc)
+    return None
 
 
 @ganbench.hookimpl
