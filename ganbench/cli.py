@@ -185,7 +185,7 @@ def _stopped(stop: Any, outcomes: list[Any], specs: list[Any], out: Path) -> int
         status = read_status(o.run_dir)
         steps.append(str(status.get("step", "?")) if isinstance(status, dict) else "?")
     finished = len(outcomes) - len(interrupted)
-    at = f" (checkpointed at steps {', '.join(steps)})" if interrupted else ""
+    at = f" (checkpointed at step{'s' if len(steps) > 1 else ''} {', '.join(steps)})" if interrupted else ""
     print(f"ganbench: stopped by {stop.name}: {finished} run(s) finished, {len(interrupted)} interrupted{at}, "
           f"{len(specs) - len(outcomes)} not started; all kept in {out / 'runs'}. Run the same command again "
           "to resume (--restart trains unfinished runs from step 0)", file=sys.stderr)

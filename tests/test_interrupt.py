@@ -60,7 +60,7 @@ def test_sigterm_to_the_group_checkpoints_the_run_writes_the_report_and_exits_14
     assert code == 143, err
     assert "Traceback" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("ganbench: stopped by SIGTERM")]
-    assert "0 run(s) finished, 1 interrupted (checkpointed at steps" in line and "Run the same command again" in line
+    assert "0 run(s) finished, 1 interrupted (checkpointed at step " in line and "Run the same command again" in line
     assert "SIGTERM" in interrupted_status(tmp_path / "out")["reason"]
     assert (tmp_path / "out" / "report.html").is_file()  # the report is still written, over what exists
     assert group_is_gone(proc.pid)
