@@ -40,6 +40,11 @@ def group_is_gone(pgid: int, timeout: float = 10) -> bool:
     return False
 
 
+def last_step(out: Path) -> int:
+    lines = (run_dir_of(out) / "metrics.jsonl").read_text().splitlines()[:-1]  # the last may be half-written
+    return max(json.loads(x)["step"] for x in lines)
+
+
 def interrupted_status(out: Path) -> dict:
     run = run_dir_of(out)
     status = json.loads((run / "status.json").read_text())
@@ -53,11 +58,13 @@ def test_sigterm_to_the_group_checkpoints_the_run_writes_the_report_and_exits_14
     """What SLURM and Kubernetes send: SIGTERM to every process of the job."""
     proc, _ = start(tmp_path)
     wait_for_step(tmp_path / "out", 8, proc)
-    sent = time.monotonic()
+    seen = last_step(tmp_path / "out")
     os.killpg(proc.pid, signal.SIGTERM)
     code, err = finish(proc)
-    assert time.monotonic() - sent < 15
     assert code == 143, err
+    # It stopped at the next step boundary, not at the end of its 2,000 steps (a count of steps,
+    # not seconds: this machine's speed varies too much for a timed assertion).
+    assert interrupted_status(tmp_path / "out")["step"] <= seen + 40
     assert "Traceback" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("ganbench: stopped by SIGTERM")]
     assert "0 run(s) finished, 1 interrupted (checkpointed at step " in line and "Run the same command again" in line
