@@ -283,7 +283,7 @@ def save(run: Any, loop: LoopState, ident: dict[str, str], not_resumable: list[s
     eval_generator = run.hook.ganbench_eval_generator(run=run)
     state = {
         "format": FORMAT,
-        "meta": {**ident, "step": loop.done, "resumable": not not_resumable,
+        "meta": {**ident, "step": loop.done, "device": run.device.type, "resumable": not not_resumable,
                  "not_resumable_because": not_resumable},
         "loop": {f.name: getattr(loop, f.name) for f in fields(LoopState)},
         "models": {"generator": run.models.generator.state_dict(),
@@ -378,10 +378,10 @@ class Plan:
     note: str | None = None  # why a run that has a checkpoint starts from step 0 all the same
 
 
-def plan(spec: Any, run_dir: Path, restart: bool = False) -> Plan:
-    """Decide how `spec` starts in `run_dir`. A checkpoint of another run, ganbench version or
-    plugin code is a UsageError (one line, before anything trains): resume it with the code that
-    wrote it, or pass --restart."""
+def plan(spec: Any, run_dir: Path, restart: bool = False, device: Any = None) -> Plan:
+    """Decide how `spec` starts in `run_dir` (on `device`). A checkpoint of another run, ganbench
+    version, plugin code or device type is a UsageError (one line, before anything trains): resume
+    it with what wrote it, or pass --restart. Any machine may resume a run from its folder."""
     from ganbench.rundir import read_status
 
     status = read_status(run_dir)
@@ -401,6 +401,11 @@ def plan(spec: Any, run_dir: Path, restart: bool = False) -> Plan:
         raise UsageError(f"{path}: cannot resume {spec.config} seed {spec.seed} from step {meta.get('step')}: "
                          f"the checkpoint's {why}; resume it with the code that wrote it, or pass --restart "
                          "to train it again from step 0")
+    if device is not None and meta.get("device") != torch.device(device).type:
+        raise UsageError(f"{path}: cannot resume {spec.config} seed {spec.seed} from step {meta.get('step')}: it was "
+                         f"written on {meta.get('device')} and would continue on {torch.device(device).type}, whose "
+                         "random streams and kernels differ; resume it there, or pass --restart to train it again "
+                         "from step 0")
     if not meta.get("resumable", False):
         because = "; ".join(meta.get("not_resumable_because") or ["unknown"])
         return Plan(None, status, f"trained from step 0: its checkpoint at step {meta.get('step')} could not be "

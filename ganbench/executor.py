@@ -115,12 +115,12 @@ class SuiteStop:
         self.stop.request(signum)  # raises Interrupted inside interruptible work of an in-process run
 
 
-def check_resumable(specs: list[RunSpec], out: Path, restart: bool) -> dict[str, int]:
+def check_resumable(specs: list[RunSpec], out: Path, restart: bool, device: torch.device) -> dict[str, int]:
     """Refuse, before anything trains, a checkpoint that cannot continue its run (UsageError);
     return {run id: step} of the runs that will resume."""
     resuming = {}
     for spec in specs:
-        plan = checkpoint.plan(spec, out / "runs" / spec.run_id, restart)
+        plan = checkpoint.plan(spec, out / "runs" / spec.run_id, restart, device)
         if plan.state is not None:
             resuming[spec.run_id] = plan.state["meta"]["step"]
     return resuming
@@ -145,7 +145,7 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
             todo.append(spec)
     if outcomes:
         console.print(f"[dim]{len(outcomes)} run(s) already completed in {out / 'runs'}; skipping them[/dim]")
-    resuming = check_resumable(todo, out, restart)
+    resuming = check_resumable(todo, out, restart, device)
     if resuming:
         steps = ", ".join(str(step) for step in resuming.values())
         console.print(f"[dim]{len(resuming)} run(s) resume from their checkpoints (at steps {steps})[/dim]")

@@ -328,7 +328,7 @@ def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress |
 
     stop = stop or StopRequest()
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan = checkpoint.plan(spec, run_dir, restart)
+    plan = checkpoint.plan(spec, run_dir, restart, device)
     previous = plan.status if plan.state else {}
     if plan.state is None:
         for stale in ("metrics.jsonl", "incidents.jsonl", "error.txt", checkpoint.FILE, "checkpoints/generator.pt"):

@@ -203,6 +203,16 @@ def test_a_checkpoint_of_other_plugin_code_is_refused_in_one_line(tmp_path, one_
     assert checkpoint.plan(spec, run_dir, restart=True).state is None
 
 
+def test_a_checkpoint_of_another_device_type_is_refused_in_one_line(tmp_path, one_thread, tiny_spec):
+    spec = tiny_spec()
+    run_dir = tmp_path / "run"
+    assert execute(spec, run_dir, CPU) == "completed"
+    (run_dir / "status.json").write_text(json.dumps({"status": "interrupted"}))
+    assert checkpoint.plan(spec, run_dir, device=CPU).state is not None
+    with pytest.raises(UsageError, match=r"written on cpu and would continue on cuda.*--restart"):
+        checkpoint.plan(spec, run_dir, device=torch.device("cuda"))
+
+
 def test_a_checkpoint_that_is_not_one_is_refused_without_unpickling(tmp_path):
     marker = tmp_path / "ran"
     run_dir = tmp_path / "run"
