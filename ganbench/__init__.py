@@ -8,9 +8,10 @@ from ganbench.checkpoint import PlainState, load_plain_state, plain_state
 from ganbench.data import Data, DataInfo, TensorData
 from ganbench.errors import UsageError
 from ganbench.hookspecs import hookimpl
-from ganbench.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
+from ganbench.params import REPORT_ONLY, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from ganbench.state import (
     Batch,
+    Convergence,
     Incident,
     MetricValues,
     Models,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
+    "Convergence",
     "Data",
     "Incident",
     "MetricValues",
@@ -39,6 +41,7 @@ __all__ = [
     "PlainState",
     "PositiveFloat",
     "PositiveInt",
+    "REPORT_ONLY",
     "Probability",
     "Run",
     "Scores",

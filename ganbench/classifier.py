@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -89,6 +90,7 @@ class TrainedClassifier:
     recipe: str
     train_seconds: float  # how long training took when it was trained
     cached: bool  # True when loaded from the cache, False when trained by this call
+    real_confidence: float | None = None  # mean softmax probability of the predicted class on all the real data
 
 
 def cache_path(data_hash: str) -> Path:
@@ -122,6 +124,7 @@ def load_or_train(data: Data, device: torch.device | str) -> TrainedClassifier:
         recipe=RECIPE,
         train_seconds=entry["train_seconds"],
         cached=cached,
+        real_confidence=entry.get("real_confidence"),  # absent from caches written before it was kept
     )
 
 
@@ -140,9 +143,10 @@ def train_and_describe(data: TensorData, data_hash: str, device: torch.device) -
     model, accuracy, held_out = train(data, device)
     train_seconds = time.perf_counter() - started
     batches = (data.batch(index) for index in torch.arange(len(data), device=data.device).split(EVAL_BATCH))
-    features, predicted = encode_batches(model, batches)
+    features, predicted, confidence = encode(model, batches)
     mean, cov = feature_statistics(features)
     return {
+        "real_confidence": float(confidence.mean()),
         "recipe": RECIPE,
         "data_hash": data_hash,
         "channels": data.shape[0],
@@ -231,17 +235,42 @@ def train(data: TensorData, device: torch.device, epochs: int | None = None) -> 
     return model, accuracy, held_out
 
 
-def encode_batches(model: SmallCnn, batches: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
-    """Penultimate features (N, FEATURES) as float64 and predicted classes (N,), both on the CPU,
-    for batches of images in [-1, 1] (values outside are clamped: the classifier never saw them)."""
+class Encoded(NamedTuple):
+    """What the classifier makes of a set of images, on the CPU."""
+
+    features: Tensor  # (N, FEATURES) float64 penultimate features
+    predicted: Tensor  # (N,) int64 classes
+    confidence: Tensor  # (N,) float64 softmax probability of the predicted class
+
+
+def encode(model: SmallCnn, batches: Iterable[Tensor]) -> Encoded:
+    """Features, predicted classes and their confidence for batches of images in [-1, 1] (values
+    outside are clamped: the classifier never saw them)."""
     device = next(model.parameters()).device
-    features, predicted = [], []
+    features, predicted, confidence = [], [], []
     with torch.no_grad():
         for x in batches:
             f = model.features(x.to(device).float().clamp(-1, 1))
+            logits = model.head(f)
             features.append(f.double().cpu())
-            predicted.append(model.head(f).argmax(dim=1).cpu())
-    return torch.cat(features), torch.cat(predicted)
+            predicted.append(logits.argmax(dim=1).cpu())
+            confidence.append(logits.double().softmax(dim=1).amax(dim=1).cpu())
+    return Encoded(torch.cat(features), torch.cat(predicted), torch.cat(confidence))
+
+
+def encode_batches(model: SmallCnn, batches: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
+    """Penultimate features (N, FEATURES) as float64 and predicted classes (N,), both on the CPU
+    (`encode` without the confidence)."""
+    encoded = encode(model, batches)
+    return encoded.features, encoded.predicted
+
+
+def classify(model: SmallCnn, images: Tensor) -> tuple[Tensor, Tensor]:
+    """Predicted classes of `images` (N, C, H, W) in [-1, 1] and the softmax probability of each,
+    on their device."""
+    with torch.no_grad():
+        logits = model(images.float().clamp(-1, 1))
+    return logits.argmax(dim=1), logits.double().softmax(dim=1).amax(dim=1)
 
 
 def predict(model: SmallCnn, images: Tensor) -> Tensor:

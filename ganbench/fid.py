@@ -58,6 +58,7 @@ CACHE_FORMAT = 1  # bump when what a cache name covers changes, so old entries a
 NOT_COMPARED = (
     "weights_origin",  # where the file was found; its sha256 is what matters
     "device",  # TF32 is off (below), so devices differ by float32 rounding only, like batch sizes
+    "convergence",  # when the values can be trusted (ganbench.Convergence), not how they were measured
 )
 
 

@@ -180,8 +180,17 @@ def parse(cls: type | None, values: dict[str, Any], where: str, paths: dict[str,
     return cls(**clean)
 
 
-def as_dict(params: Any) -> dict[str, Any]:
-    """A params instance as plain JSON-able values (tuples become lists)."""
+# Field metadata of a parameter that only the report reads (a convergence floor): it changes no
+# number a run computes, so it is not part of the run's identity, and changing it re-trains nothing.
+#     converged_at: float = dataclasses.field(default=0.5, metadata=REPORT_ONLY)  # comment
+REPORT_ONLY = {"identity": False}
+
+
+def as_dict(params: Any, identity: bool = False) -> dict[str, Any]:
+    """A params instance as plain JSON-able values (tuples become lists); with `identity`, without
+    the fields marked `REPORT_ONLY`."""
     if params is None:
         return {}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
+    skip = {f.name for f in dataclasses.fields(params) if f.metadata.get("identity") is False} if identity else set()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()
+            if k not in skip}

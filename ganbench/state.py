@@ -111,6 +111,27 @@ class Run:
     done: int = 0  # steps finished (set by the trainer)
 
 
+@dataclass(frozen=True)
+class Convergence:
+    """What "converged" means for values that unconverged samples can fool.
+
+    A generator that smears its samples between the modes "covers" every mode and every class; a
+    count of modes or classes says nothing until the samples are sharp. A metric that records such
+    values declares here which of its own values tells sharp samples apart (`key`) and the floor it
+    must reach (`at_least`). The report marks runs below it, and does not rank on the `guards`
+    values when the baseline's runs are below it.
+    """
+
+    key: str  # a value the same metric records: high_quality_fraction, class_confidence
+    at_least: float  # a run is converged when its final `key` is at least this
+    guards: tuple[str, ...]  # values not to rank on while the baseline is not converged
+    why: str = ""  # one sentence: why the floor sits where it does
+
+    def record(self) -> dict[str, Any]:
+        """As the eval record's provenance keeps it (plain JSON)."""
+        return {"key": self.key, "at_least": self.at_least, "guards": list(self.guards), "why": self.why}
+
+
 @dataclass
 class MetricValues:
     """What a metric plugin returns from `ganbench_evaluate`.
@@ -119,13 +140,14 @@ class MetricValues:
     run together: "fid", "kid_mean", "classes_covered"); `better` says, for each key, whether "min" or "max" is better,
     so the run can record its best value; `provenance` says how the values were measured
     (extractor, weights hash, sample counts, ...), and values whose provenance differs are never
-    ranked together.
+    ranked together. `convergence` declares when the values can be trusted (see `Convergence`).
     """
 
     metric: str  # the metric plugin's name
     values: dict[str, float]
     better: dict[str, Literal["min", "max"]]
     provenance: dict[str, Any] = field(default_factory=dict)
+    convergence: Convergence | None = None  # what "converged" means for these values, if they can be fooled
 
 
 def discriminate(discriminator: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:

@@ -74,12 +74,13 @@ class RunSpec:
     scale: str
     settings: RunSettings
 
-    def resolved(self) -> dict[str, Any]:
-        """Every value the run uses, as JSON: the content of config.json."""
+    def resolved(self, identity: bool = False) -> dict[str, Any]:
+        """Every value the run uses, as JSON: the content of config.json. With `identity`, what the
+        run id hashes: without the plugin parameters marked `REPORT_ONLY`."""
         s = self.settings
 
         def choice(c: PluginChoice) -> dict[str, Any]:
-            return {"name": c.name, "params": as_dict(c.params)}
+            return {"name": c.name, "params": as_dict(c.params, identity)}
 
         return {
             "suite": self.suite,
@@ -106,7 +107,7 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         """Stable for the same resolved settings and seed, so a re-run finds its finished runs."""
-        identity = {k: v for k, v in self.resolved().items() if k not in ("suite_file", "origins", "scale")}
+        identity = {k: v for k, v in self.resolved(identity=True).items() if k not in ("suite_file", "origins", "scale")}
         identity["settings"] = {k: v for k, v in identity["settings"].items() if k not in NOT_IDENTITY}
         identity["dataset"] = {**identity["dataset"], "params": {
             k: v for k, v in identity["dataset"]["params"].items() if k not in PATH_PARAMS}}

@@ -287,7 +287,9 @@ def evaluate(run: Run, done: int, images_seen: int, fixed_z: Tensor, fixed_label
         if result is None:
             continue
         record.update(result.values)
-        provenance[result.metric] = result.provenance
+        provenance[result.metric] = dict(result.provenance)
+        if result.convergence is not None:
+            provenance[result.metric]["convergence"] = result.convergence.record()
         better.update(result.better)
     if provenance:
         record["provenance"] = provenance

@@ -301,8 +301,11 @@ def test_histogram_kl_agrees_with_scipy_entropy():
 def test_provenance_records_how_the_values_were_measured(classifier_double, mnist, tmp_path):
     result = evaluate_replay(mnist, mnist.batch(torch.arange(200)), tmp_path, real=1000)
     assert result.metric == "classifier" and result.better == metric.BETTER
-    assert set(result.values) == {metric.CLASS_FD, metric.CLASSES_COVERED, metric.CLASS_KL}
+    assert set(result.values) == {metric.CLASS_FD, metric.CLASSES_COVERED, metric.CLASS_KL, metric.CLASS_CONFIDENCE}
     assert all(math.isfinite(v) for v in result.values.values())
+    assert 0.0 < result.values[metric.CLASS_CONFIDENCE] <= 1.0
+    c = result.convergence
+    assert (c.key, c.at_least, c.guards) == (metric.CLASS_CONFIDENCE, 0.8, (metric.CLASSES_COVERED, metric.CLASS_KL))
     p = result.provenance
     assert p["classifier"] == classifier.RECIPE and p["classifier_accuracy"] == classifier_double.accuracy
     assert p["classifier_held_out"] == 80 and p["classifier_data_sha256"] == mnist.content_hash()
@@ -320,6 +323,7 @@ def test_real_digits_cover_all_ten_classes_with_kl_near_zero(trained, mnist, tmp
     assert result.values[metric.CLASSES_COVERED] == 10
     assert result.values[metric.CLASS_KL] < 0.01
     assert result.values[metric.CLASS_FD] < 5
+    assert result.values[metric.CLASS_CONFIDENCE] > 0.95  # real digits clear the convergence floor (0.8)
     p = result.provenance
     assert p["classifier_accuracy"] == trained.accuracy
     assert (p["generated_samples"], p["real_samples"]) == (2500, 5000)
@@ -560,3 +564,15 @@ def test_training_the_classifier_mid_run_leaves_the_run_unchanged(write_suite, t
     # is checked in test_training_is_seeded_and_leaves_the_global_state_alone).
     for key, value in weights["[]"].items():
         assert torch.equal(value, weights['["classifier"]'][key]), key
+
+
+@pytest.mark.slow
+def test_blends_of_two_digits_fall_below_the_confidence_floor(trained, mnist, tmp_path):
+    # What an unconverged G draws: smears between digits. They land in some class, so the class
+    # counts believe them; their confidence (0.72 measured) is what the floor (0.8) catches.
+    g = torch.Generator().manual_seed(0)
+    i, j = torch.randint(5000, (1000,), generator=g), torch.randint(5000, (1000,), generator=g)
+    blends = (mnist.batch(i) + mnist.batch(j)) / 2
+    result = evaluate_replay(mnist, blends, tmp_path)
+    assert result.values[metric.CLASSES_COVERED] >= 9  # the counts are fooled
+    assert result.values[metric.CLASS_CONFIDENCE] < result.convergence.at_least

@@ -172,3 +172,85 @@ def test_metric_in_a_tiny_ring8_run(write_suite, tmp_path):
 def test_refused_for_image_data(tiny_suite):
     with pytest.raises(ganbench.UsageError, match='metric "mixture-modes" cannot be used here'):
         load_suite(tiny_suite('metrics = [{ name = "mixture-modes" }]'))
+
+
+# --- counting rules (VEEGAN's and PacGAN's) and the convergence floor ---------------------------
+
+
+@pytest.mark.parametrize("make", [ring8, grid25])
+def test_the_two_rules_agree_on_isotropic_mixtures(make):
+    # ring8 and grid25 share one isotropic std, where VEEGAN's Euclidean 3-std test and PacGAN's
+    # standardised distance are the same test; a smear makes both rules judge many points.
+    data = make()
+    g = torch.Generator().manual_seed(3)
+    x = data.modes[torch.randint(len(data.modes), (2000,), generator=g)] + 2.5 * data.std * torch.randn(2000, 2, generator=g)
+    veegan = count_modes(x, data.modes, data.std, rule="veegan")
+    pacgan = count_modes(x, data.modes, data.std, rule="pacgan")
+    assert 0.3 < veegan.high_quality_fraction < 0.9  # both sides of the boundary are exercised
+    assert veegan.hits_per_mode.tolist() == pacgan.hits_per_mode.tolist()
+
+
+def test_pacgan_rule_measures_each_mode_in_its_own_units():
+    # Two modes with different spreads: PacGAN's code divides by each mode's variance
+    # (extensions.py, MetricLogger), so a point 0.25 from a wide mode (std 0.1) is high quality
+    # while the same offset from a narrow one (std 0.01) is not. A plain loop is the reference.
+    modes = torch.tensor([[0.0, 0.0], [5.0, 0.0]])
+    std = torch.tensor([[0.1, 0.1], [0.01, 0.01]])
+    x = torch.tensor([[0.25, 0.0], [5.25, 0.0], [5.02, 0.0], [0.0, 0.35]])
+    found = count_modes(x, modes, std, rule="pacgan")
+    expected = []
+    for point in x.tolist():
+        d = [math.sqrt(sum((p - m) ** 2 / s ** 2 for p, m, s in zip(point, mode, spread)))
+             for mode, spread in zip(modes.tolist(), std.tolist())]
+        j = min(range(2), key=d.__getitem__)
+        expected.append(j if d[j] < 3 else None)
+    assert expected == [0, None, 1, None]
+    assert found.hits_per_mode.tolist() == [1, 1] and found.high_quality_fraction == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="one std"):
+        count_modes(x, modes, std, rule="veegan")
+    with pytest.raises(ValueError, match="unknown counting rule"):
+        count_modes(x, modes, 0.1, rule="metz")
+
+
+def test_the_rule_and_the_floor_are_recorded():
+    data = ring8()
+    run = fake_run(data)
+    sharp = MixtureModes(Params(samples=500, rule="pacgan")).ganbench_evaluate(
+        run, 10, SampleFrom(data))
+    assert sharp.provenance["rule"] == "pacgan" and "PacGAN reference code" in sharp.provenance["protocol"]
+    assert sharp.convergence.key == "high_quality_fraction" and sharp.convergence.at_least == 0.5
+    assert sharp.convergence.guards == ("modes_covered",)
+    assert sharp.values["high_quality_fraction"] > 0.99  # real samples: converged
+
+
+class SampleFrom(nn.Module):
+    """A test double for a trained G: returns fresh samples of the data itself (converged by construction)."""
+
+    def __init__(self, data) -> None:
+        super().__init__()
+        self.data = data
+
+    def forward(self, z):
+        return self.data.sample(len(z), torch.Generator().manual_seed(0))[0]
+
+
+def test_a_smear_along_the_ring_is_below_the_floor():
+    # The failure the floor exists for: points spread evenly along the ring "cover" all 8 modes.
+    data = ring8()
+    angles = torch.linspace(0, 2 * math.pi, 2501)[:-1]
+    smear = 2.0 * torch.stack([angles.cos(), angles.sin()], dim=1)
+    found = count_modes(smear, data.modes, data.std)
+    assert found.covered == 8
+    assert found.high_quality_fraction == pytest.approx(8 * 2 * 0.06 / (2 * math.pi * 2), abs=0.01)
+    assert found.high_quality_fraction < Params().converged_quality
+
+
+def test_the_floor_is_not_part_of_the_run_id(write_suite):
+    plain = load_suite(write_suite(RING_SUITE)).runs("default")[0]
+    floored = load_suite(write_suite(RING_SUITE.replace('samples = 200 }', 'samples = 200, converged_quality = 0.9 }'))
+                         ).runs("default")[0]
+    ruled = load_suite(write_suite(RING_SUITE.replace('samples = 200 }', 'samples = 200, rule = "pacgan" }'))
+                       ).runs("default")[0]
+    assert floored.resolved()["settings"]["metrics"][0]["params"]["converged_quality"] == 0.9
+    assert floored.run_id == plain.run_id  # the report reads the floor; no number changes
+    assert ruled.run_id != plain.run_id  # the rule changes the counts, so it is identity

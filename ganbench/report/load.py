@@ -34,11 +34,44 @@ FAILURES = ("failed", "diverged", "collapsed")
 # The direction of the built-in metric keys, for runs whose status.json is not written yet.
 KNOWN_BETTER = {"fid": "min", "kid_mean": "min", "class_fd": "min", "classes_covered": "max", "class_kl": "min",
                 "modes_covered": "max", "mode_kl": "min", "high_quality_fraction": "max",
-                "diversity_ratio": "max", "duplicate_rate": "min"}
+                "class_confidence": "max", "diversity_ratio": "max", "duplicate_rate": "min"}
 # Eval-record keys that are not metric values.
 EVAL_BOOKKEEPING = ("kind", "step", "images_seen", "sample_grid", "provenance")
 RUN_ID = re.compile(r"^(?P<slug>.+)-s(?P<seed>\d+)-[0-9a-f]{10}$")
 SAMPLE = re.compile(r"^step-(\d+)\.png$")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One run's final value against one declared convergence floor (`ganbench.Convergence`)."""
+
+    key: str  # the value that tells converged samples apart: high_quality_fraction, class_confidence
+    at_least: float
+    guards: tuple[str, ...]  # the values it guards
+    why: str
+    value: float | None  # the run's final value of `key`; None when it has none
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None and self.value >= self.at_least
+
+
+def convergence_checks(provenance: dict[str, dict[str, Any]], row: dict[str, Any]) -> list[Check]:
+    """The convergence floors the final values' metrics declared, each with the run's final value."""
+    checks: dict[tuple[str, float], Check] = {}
+    for prov in provenance.values():
+        declared = prov.get("convergence")
+        if not isinstance(declared, dict) or not isinstance(declared.get("key"), str):
+            continue
+        floor = declared.get("at_least")
+        if not isinstance(floor, (int, float)) or isinstance(floor, bool):
+            continue
+        guards = tuple(g for g in declared.get("guards") or [] if isinstance(g, str))
+        value = row.get(f"final_{declared['key']}")
+        value = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        checks.setdefault((declared["key"], float(floor)), Check(
+            declared["key"], float(floor), guards, str(declared.get("why") or ""), value))
+    return list(checks.values())
 
 
 @dataclass
@@ -58,6 +91,8 @@ class SuiteResults:
     unlisted: list[str] = field(default_factory=list)  # run folders that suite.json does not list
     notes: list[str] = field(default_factory=list)  # what is incomplete, but not wrong (a line being written)
     damaged: list[Damage] = field(default_factory=list)  # files, or parts of files, of the wrong type: skipped
+    # run id -> what its metrics declared "converged" to mean, each with the run's final value
+    convergence: dict[str, list[Check]] = field(default_factory=dict)
 
     @property
     def configs(self) -> list[str]:
@@ -212,6 +247,7 @@ def load(root: Path | str) -> SuiteResults:
     provenance: dict[str, dict[str, dict[str, Any]]] = {}
     envs: dict[str, dict[str, Any]] = {}
     samples: dict[str, list[tuple[int, Path]]] = {}
+    convergence: dict[str, list[Check]] = {}
     slugs = {slug(c): c for c in suite.get("configs") or []}
 
     for run_id in run_ids:
@@ -246,7 +282,11 @@ def load(root: Path | str) -> SuiteResults:
             state = DAMAGED
         else:
             state = RUNNING if (run_dir / "config.json").exists() else MISSING
-        rows.append(run_row(ident, state, config, status, run_train, run_evals, run_incidents, summary))
+        row = run_row(ident, state, config, status, run_train, run_evals, run_incidents, summary)
+        convergence[run_id] = convergence_checks(provenance[run_id], row)
+        if convergence[run_id]:
+            row["converged"] = all(c.ok for c in convergence[run_id])
+        rows.append(row)
 
     for key in {k for r in evals for k in r} - set(EVAL_BOOKKEEPING) - set(better):
         if key in KNOWN_BETTER:
@@ -256,12 +296,12 @@ def load(root: Path | str) -> SuiteResults:
         root=root, suite=suite, runs=frame,
         train=_frame(train), evals=_frame(evals), incidents=_frame(incidents, INCIDENT_COLUMNS),
         better=better, provenance=provenance, envs=envs, samples=samples,
-        unlisted=[r for r in on_disk if r not in run_ids], notes=notes, damaged=damaged,
+        unlisted=[r for r in on_disk if r not in run_ids], notes=notes, damaged=damaged, convergence=convergence,
     )
 
 
 ROW_COLUMNS = ["run_id", "config", "seed", "status", "data_kind", "reason", "started", "finished", "wall_s", "steps",
-               "last_step", "sec_per_step", "incidents", "worst_incident"]
+               "last_step", "sec_per_step", "incidents", "worst_incident", "converged"]
 INCIDENT_COLUMNS = ["run_id", "config", "seed", "step", "kind", "severity", "detector", "policy", "message", "evidence"]
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 
 from ganbench.fid import comparable
-from ganbench.report.load import FAILURES, FINISHED, SEVERITIES, UNFINISHED, SuiteResults
-from ganbench.report.stats import Comparison, Summary, summarize, welch
+from ganbench.report.load import FAILURES, FINISHED, SEVERITIES, UNFINISHED, Check, SuiteResults
+from ganbench.report.stats import Comparison, Summary, fmt, mean_std, summarize, welch
 
 # The primary metric: the first of these that any run recorded.
 PRIMARY = ("fid", "class_fd", "modes_covered", "kid_mean", "classes_covered", "high_quality_fraction")
@@ -22,7 +22,7 @@ PRIMARY = ("fid", "class_fd", "modes_covered", "kid_mean", "classes_covered", "h
 COVERAGE = ("modes_covered", "classes_covered", "class_fd", "high_quality_fraction")
 LABELS = {"fid": "FID", "kid_mean": "KID", "kid_std": "KID std", "class_fd": "class FD",
           "classes_covered": "classes covered", "class_kl": "class KL", "modes_covered": "modes covered",
-          "mode_kl": "mode KL", "high_quality_fraction": "high-quality fraction",
+          "mode_kl": "mode KL", "high_quality_fraction": "high-quality fraction", "class_confidence": "class confidence",
           "diversity_ratio": "diversity ratio", "duplicate_rate": "duplicate rate"}
 
 
@@ -48,6 +48,9 @@ class Row:
     seeds: list[Any] = field(default_factory=list)
     vs_baseline: Comparison | None = None  # None for the baseline itself
     rank: int | None = None
+    unconverged: int = 0  # scored runs below a convergence floor that guards the primary metric
+    coverage_unconverged: int = 0  # scored runs below a floor that guards the coverage column
+    guard_value: Summary | None = None  # the final value of the guarding key over the scored runs
 
     @property
     def failures(self) -> int:
@@ -70,6 +73,15 @@ class Group:
     rows: list[Row]
 
 
+@dataclass(frozen=True)
+class Guard:
+    """The convergence floor on a ranked value: `key` must reach `at_least` (`ganbench.Convergence`)."""
+
+    key: str
+    at_least: float
+    why: str
+
+
 @dataclass
 class Ranking:
     metric: str | None  # the primary metric key, None when no run recorded any metric
@@ -79,6 +91,8 @@ class Ranking:
     baseline: str | None
     groups: list[Group]
     unranked: list[Row]  # configurations with no value to rank
+    guard: Guard | None = None  # the floor guarding the primary metric, if any metric declared one
+    suppressed: str | None = None  # why nothing is ranked: the baseline is not converged
 
     @property
     def rows(self) -> list[Row]:
@@ -135,6 +149,30 @@ def provenance_groups(results: SuiteResults, key: str, run_ids: list[str]) -> tu
     return representatives, membership
 
 
+def guard_of(results: SuiteResults, key: str | None) -> Guard | None:
+    """The convergence floor that some run's metrics declared for `key` (the first found)."""
+    for checks in results.convergence.values():
+        for check in checks:
+            if key is not None and key in check.guards:
+                return Guard(check.key, check.at_least, check.why)
+    return None
+
+
+def below_floor(results: SuiteResults, run_id: str, key: str | None) -> bool:
+    """True when a floor guarding `key` is declared for the run and its final value misses it."""
+    checks: list[Check] = results.convergence.get(run_id, [])
+    return any(not c.ok for c in checks if key is not None and key in c.guards)
+
+
+def not_converged(ranking: Ranking, base: Row) -> str:
+    guard = ranking.guard
+    assert guard is not None
+    return (f"the baseline {base.config} is not converged: its final {label(guard.key)} is below {fmt(guard.at_least)} "
+            f"in {base.unconverged} of {base.scored} runs (mean {fmt(base.guard_value.mean if base.guard_value else None)}), "
+            f"and {label(ranking.metric)} counts samples that are not converged ({guard.why}); so no configuration "
+            f"is ranked or tested on {label(ranking.metric)}. Train longer (a larger --scale), or fix the baseline")
+
+
 def rank(results: SuiteResults) -> Ranking:
     runs = results.runs
     metric, why = choose_primary(results)
@@ -146,8 +184,11 @@ def rank(results: SuiteResults) -> Ranking:
     reps, membership = provenance_groups(results, metric, list(runs.loc[scored, "run_id"])) if metric else ([], {})
     group_of = runs["run_id"].map(membership)
 
+    guard = guard_of(results, metric)
+
     def make_row(config: str, group: int, members: pd.DataFrame, all_runs: pd.DataFrame) -> Row:
         counts = all_runs["status"].value_counts().to_dict()
+        ids = list(members["run_id"])
         speeds = [v for v in _values(all_runs, "sec_per_step") if v is not None]
         worst = [w for w in all_runs.get("worst_incident", pd.Series(dtype=object)) if w in SEVERITIES]
         return Row(
@@ -162,6 +203,9 @@ def rank(results: SuiteResults) -> Ranking:
             worst_incident=max(worst, key=SEVERITIES.index) if worst else None,
             finals=[v for v in _values(members, f"final_{metric}") if v is not None] if metric else [],
             seeds=list(members["seed"]),
+            unconverged=sum(below_floor(results, r, metric) for r in ids),
+            coverage_unconverged=sum(below_floor(results, r, coverage) for r in ids),
+            guard_value=summarize(_values(members, f"final_{guard.key}")) if guard else None,
         )
 
     groups = [Group(i, rep, {k: rep.get(k) for k in comparable(reps[0], rep)}, []) for i, rep in enumerate(reps)]
@@ -175,21 +219,44 @@ def rank(results: SuiteResults) -> Ranking:
             members = runs[(runs["config"] == config) & scored & (group_of == g)]
             groups[g].rows.append(make_row(config, g, members, all_runs))
 
+    ranking = Ranking(metric, better, why, coverage, baseline, groups, unranked, guard)
     sign = 1 if better == "min" else -1
+    order = list(results.configs)
     for group in groups:
         base = next((r for r in group.rows if r.config == baseline), None)
+        if base is not None and base.unconverged and ranking.suppressed is None:
+            ranking.suppressed = not_converged(ranking, base)
         for row in group.rows:
-            if row.config != baseline:
+            if row.config == baseline:
+                continue
+            if base is not None and base.unconverged:
+                row.vs_baseline = Comparison(None, None, None, "not compared: the baseline is not converged")
+            elif row.unconverged:
+                row.vs_baseline = Comparison(None, None, None,
+                                             f"not compared: {row.unconverged}/{row.scored} runs not converged")
+            else:
                 row.vs_baseline = (welch(row.finals, base.finals) if base
                                    else Comparison(None, None, None, "n/a (baseline not measured this way)"))
-        order = list(results.configs)
-        group.rows.sort(key=lambda r: (sign * r.final.mean, order.index(r.config)))
-        for i, row in enumerate(group.rows, 1):
+        # Runs below a floor never earn a rank: ranked rows first, then the rest in the same order.
+        group.rows.sort(key=lambda r: (r.unconverged > 0, sign * r.final.mean, order.index(r.config)))
+        ranked = [r for r in group.rows if not (r.unconverged or (base is not None and base.unconverged))]
+        for i, row in enumerate(ranked, 1):
             row.rank = i
     for row in unranked:
         if row.config != baseline:
             row.vs_baseline = Comparison(None, None, None, f"n/a (no final {label(metric)})")
-    return Ranking(metric, better, why, coverage, baseline, groups, unranked)
+    return ranking
+
+
+def convergence_text(row: Row, ranking: Ranking) -> str:
+    """'not converged in 2/3 runs (high-quality fraction 0.03 ± 0.01 < 0.5)', or '' without a guard."""
+    guard = ranking.guard
+    if guard is None or not row.scored or row.guard_value is None:
+        return ""
+    value = f"{label(guard.key)} {mean_std(row.guard_value)}"
+    if row.unconverged:
+        return f"not converged in {row.unconverged}/{row.scored} runs ({value}; converged from {fmt(guard.at_least)})"
+    return f"converged ({value} ≥ {fmt(guard.at_least)} in every run)"
 
 
 def direction(row: Row, ranking: Ranking) -> str | None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ganbench.report.load import DAMAGED, FAILURES, UNFINISHED
-from ganbench.report.ranking import Ranking, Row, direction, label
+from ganbench.report.ranking import Ranking, Row, convergence_text, direction, label
 from ganbench.report.stats import ALPHA, fmt, fmt_p, mean_std
 
 
@@ -46,6 +46,9 @@ def verdict(row: Row, ranking: Ranking) -> str:
         if row.best.mean is not None and row.best.mean != row.final.mean:
             score += f" (best {fmt(row.best.mean)})"
     parts = [score, failures(row)]
+    converged = convergence_text(row, ranking)
+    if converged:
+        parts.append(converged)
     if row.incidents:
         parts.append(f"{row.incidents} incident{'s' if row.incidents != 1 else ''}"
                      + (f" (worst: {row.worst_incident})" if row.worst_incident else ""))
@@ -54,5 +57,9 @@ def verdict(row: Row, ranking: Ranking) -> str:
 
 
 def verdicts(ranking: Ranking) -> list[str]:
-    """One line per ranked row (best first), then the configurations with nothing to rank."""
-    return [verdict(row, ranking) for row in ranking.rows]
+    """One line per ranked row (best first), then the configurations with nothing to rank; first,
+    when the baseline is not converged, the line that says nothing was ranked and why."""
+    lines = [verdict(row, ranking) for row in ranking.rows]
+    if ranking.suppressed:
+        lines.insert(0, f"NOT RANKED: {ranking.suppressed}.")
+    return lines

@@ -103,6 +103,11 @@ def row_view(row: Row, ranking: Ranking) -> dict[str, Any]:
         "incidents": str(row.incidents) + (f" ({row.worst_incident})" if row.worst_incident else ""),
         "vs": vs,
         "significant": bool(c is not None and c.significant()),
+        "converged": (("no" if row.unconverged else "yes") + f" ({row.scored - row.unconverged}/{row.scored})"
+                      if ranking.guard is not None and row.scored else "–"),
+        "unconverged": bool(row.unconverged),
+        "coverage_unconverged": (f"not converged in {row.coverage_unconverged}/{row.scored}"
+                                 if row.coverage_unconverged else ""),
     }
 
 
@@ -113,7 +118,9 @@ def ranking_view(ranking: Ranking) -> dict[str, Any]:
         groups.append({"title": title, "differs": [(k, _text(v)) for k, v in group.differs.items()],
                        "rows": [row_view(r, ranking) for r in group.rows]})
     notes = [
-        f"Ranked by the final {label(ranking.metric)} ({ranking.why})." if ranking.metric else ranking.why,
+        (f"Not ranked: the baseline is not converged (see the verdict). Listed by the final {label(ranking.metric)} "
+         f"({ranking.why}), without ranks or tests." if ranking.suppressed else
+         f"Ranked by the final {label(ranking.metric)} ({ranking.why})." if ranking.metric else ranking.why),
         f"“final” is the value at each run's last step; “best” the best over its evaluations; both are the mean ± "
         f"sample std over the seeds whose last step was evaluated (“seeds”), with a {CONFIDENCE:.0%} confidence "
         f"interval of the mean (Student's t, n − 1 degrees of freedom; it needs 2 seeds).",
@@ -122,6 +129,11 @@ def ranking_view(ranking: Ranking) -> dict[str, Any]:
         f"“vs {ranking.baseline}”: {TEST_NAME.replace(', ', ' (')}) on the final values per seed, α = {ALPHA}, not corrected for "
         f"multiple comparisons; “n.s.”: no significant difference.",
     ]
+    if ranking.guard is not None:
+        g = ranking.guard
+        notes.append(f"“converged”: runs whose final {label(g.key)} is at least {fmt(g.at_least)}, the floor the metric "
+                     f"declares ({g.why}). A configuration with a run below it gets no rank and no test; when the "
+                     f"baseline has one, nothing is ranked.")
     if len(ranking.groups) > 1:
         notes.append(f"The runs measured {label(ranking.metric)} in {len(ranking.groups)} different ways (their "
                      "provenance differs), so they are ranked in separate tables; values in different tables are "
@@ -131,6 +143,8 @@ def ranking_view(ranking: Ranking) -> dict[str, Any]:
         "coverage": label(ranking.coverage) if ranking.coverage else None, "baseline": ranking.baseline,
         "test": TEST_NAME, "groups": groups, "has_kid": any(r.kid.n for r in ranking.rows), "unranked": [row_view(r, ranking) for r in ranking.unranked],
         "notes": notes,
+        "guarded": ranking.guard is not None,
+        "suppressed": ranking.suppressed,
     }
 
 
