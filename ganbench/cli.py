@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="auto (default), cuda, cuda:N, mps or cpu")
     run.add_argument("--only", nargs="+", metavar="CONFIG", help="run only these configurations")
     run.add_argument("--jobs", type=int, default=1, help="runs at once, one process each (0: in this process)")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="torch CPU threads per run (default: OMP_NUM_THREADS, else the usable cores / --jobs)")
     run.add_argument("--data-root", help="folder with downloaded datasets (sets the dataset's root parameter)")
     run.add_argument("--restart", action="store_true",
                      help="train unfinished runs from step 0 instead of resuming them from their checkpoints "
@@ -106,11 +108,14 @@ def out_dir_for(suite_name: str) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     from ganbench.environment import choose_device, has_accelerator
     from ganbench.executor import SuiteStop
+    from ganbench import threads
     from ganbench.outdir import OutputLock, check_writable
     from ganbench.suite import load_suite
 
     if args.jobs < 0:
         raise UsageError(f"--jobs {args.jobs}: must be 0 (in this process) or more")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be 1 or more")
     console = Console(stderr=True)
     suite = load_suite(args.suite, data_root=args.data_root)
     device = choose_device(args.device)
@@ -120,14 +125,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     specs = suite.runs(scale, args.only)
     out = Path(args.out) if args.out else out_dir_for(suite.name)
     check_writable(out)
-    with OutputLock(out) as lock, SuiteStop() as suite_stop:
+    with OutputLock(out) as lock, SuiteStop() as suite_stop, threads.chosen(args.jobs, args.threads) as choice:
         if lock.note:
             console.print(f"[dim]note: {escape(lock.note)}[/dim]")
-        return _run_locked(args, console, suite, specs, out, device, scale, scale_reason, suite_stop)
+        return _run_locked(args, console, suite, specs, out, device, scale, scale_reason, suite_stop, choice)
 
 
 def _run_locked(args: argparse.Namespace, console: Console, suite: Any, specs: list[Any], out: Path, device: Any,
-                scale: str, scale_reason: str, suite_stop: Any) -> int:
+                scale: str, scale_reason: str, suite_stop: Any, choice: Any) -> int:
     from ganbench.environment import device_name
     from ganbench.executor import run_suite, summary_table
     from ganbench.rundir import write_json
@@ -136,6 +141,8 @@ def _run_locked(args: argparse.Namespace, console: Console, suite: Any, specs: l
     console.print(f"[bold]{escape(suite.name)}[/bold]: {escape(suite.header.question)}")
     console.print(f"{len(specs)} runs ({len(specs) // len(suite.header.seeds)} configs × "
                   f"{len(suite.header.seeds)} seeds) at scale [bold]{scale}[/bold] on {device_name(device)} → {out}")
+    console.print(f"[dim]{choice.threads} CPU thread(s) per run ({choice.why})"
+                  f"{'; OMP_WAIT_POLICY=PASSIVE for the run processes' if choice.passive else ''}[/dim]")
     if scale == "smoke" and args.scale is None:
         console.print(Panel(SMOKE_WARNING, style="bold yellow"))
     out.mkdir(parents=True, exist_ok=True)
@@ -156,9 +163,10 @@ def _run_locked(args: argparse.Namespace, console: Console, suite: Any, specs: l
         "configs": [c for c in suite.config_names() if any(s.config == c for s in listed)],
         "scale": scale, "scale_reason": scale_reason, "device": str(device), "device_name": device_name(device),
         "started": now(), "runs": [s.run_id for s in listed],
+        "threads_per_run": choice.threads, "threads_why": choice.why,
     })
     outcomes = run_suite(suite, specs, out, device, jobs=args.jobs, console=console, restart=args.restart,
-                         suite_stop=suite_stop)
+                         suite_stop=suite_stop, threads=choice.threads)
     console.print(summary_table(outcomes))
     if scale == "smoke" and args.scale is None:
         console.print(Panel(SMOKE_WARNING, style="bold yellow"))

@@ -46,9 +46,11 @@ GRACE_S = 30.0
 
 
 def _child(run_id: str, resolved: dict[str, Any], plugin_files: list[str], run_dir: str, device: str,
-           messages: Any, suite_pid: int, restart: bool) -> None:
+           messages: Any, suite_pid: int, restart: bool, threads: int | None = None) -> None:
     """One run, in its own process: rebuild the spec from its resolved settings and train."""
     try:
+        if threads is not None:  # the forkserver's torch defaults to one thread per core (ganbench.threads)
+            torch.set_num_threads(threads)
         stop = StopRequest()
         # SIGINT/SIGTERM, or the suite's process gone: checkpoint and stop. Once the suite is gone,
         # nobody reads the progress queue: exiting must not wait for its pipe to drain (it would hang).
@@ -128,10 +130,11 @@ def check_resumable(specs: list[RunSpec], out: Path, restart: bool, device: torc
 
 def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.device, jobs: int = 1,
               console: Console | None = None, restart: bool = False,
-              suite_stop: SuiteStop | None = None) -> list[Outcome]:
+              suite_stop: SuiteStop | None = None, threads: int | None = None) -> list[Outcome]:
     """Run every spec not already completed under `out`/runs, resuming interrupted runs from their
     checkpoints (unless `restart`). jobs=0 runs in this process. Stops early, with every active run
-    checkpointed, when `suite_stop` sees a signal."""
+    checkpointed, when `suite_stop` sees a signal. `threads`: torch CPU threads in each run process
+    (`ganbench.threads.per_run`; None leaves torch's default)."""
     console = console or Console(stderr=True)
     suite_stop = suite_stop or SuiteStop()
     outcomes: list[Outcome] = []
@@ -201,7 +204,7 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
                     spec = pending.pop(0)
                     run_dir = out / "runs" / spec.run_id
                     proc = ctx.Process(target=_child, args=(spec.run_id, spec.resolved(), plugin_files, str(run_dir),
-                                                             str(device), messages, os.getpid(), restart))
+                                                             str(device), messages, os.getpid(), restart, threads))
                     proc.start()
                     active[spec.run_id] = proc
                     procs[spec.run_id] = (spec, run_dir)
