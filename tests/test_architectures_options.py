@@ -194,3 +194,41 @@ def test_progressive_registers_and_trains_with_tricks(write_suite, tmp_path):
     assert [r["fade_alpha"] for r in records] == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
     evaluated = run.hook.ganbench_eval_generator(run=run)
     assert evaluated.base.schedule is run.models.generator.base.schedule  # EMA's copy grows with G
+
+
+# --------------------------------------------------------------------------------------------------
+# The 2-D papers' networks: Metz et al.'s tanh MLP and PacGAN's BN-ReLU G with a maxout D
+# --------------------------------------------------------------------------------------------------
+
+
+def test_mlp_with_tanh_and_orthogonal_weights():
+    arch = mlp.MLP(mlp.Params(width=16, hidden_layers=2, d_dropout=0.0, activation="tanh", orthogonal_gain=1.4))
+    models = arch.ganbench_build_models(run=make_run(shape=(2,), kind="points"))
+    for net in (models.generator, models.discriminator):
+        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        assert nn.Tanh in types(net) and nn.LeakyReLU not in types(net)
+        for layer in linears:  # orthogonal at gain 1.4: W Wᵀ = 1.4² I on the shorter side
+            w = layer.weight.detach().double()
+            small = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+            assert torch.allclose(small, 1.96 * torch.eye(len(small), dtype=torch.float64), atol=1e-5)
+            assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_pacgan_networks_follow_the_reference_code():
+    from ganbench_plugins.architectures.pacgan_mlp import Maxout, PacganMlp, Params
+
+    models = PacganMlp(Params()).ganbench_build_models(run=make_run(shape=(2,), kind="points"))
+    G, D = models.generator, models.discriminator
+    g_linears = [m for m in G.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in g_linears] == [(Z_DIM, 400), (400, 400), (400, 400), (400, 400), (400, 2)]
+    assert [m.bias is None for m in g_linears] == [True, True, True, True, False]  # BatchNorm after each hidden layer
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in G.modules()) == 4
+    maxouts = [m for m in D.modules() if isinstance(m, Maxout)]
+    assert [(m.linear.in_features, m.units, m.pieces) for m in maxouts] == [(2, 200, 5), (200, 200, 5), (200, 200, 5)]
+    assert 0.015 < float(maxouts[1].linear.weight.std()) < 0.025  # N(0, 0.02²)
+    x = torch.randn(N, 2)
+    expected = x @ maxouts[0].linear.weight.T + maxouts[0].linear.bias
+    assert torch.equal(maxouts[0](x), expected.view(N, 200, 5).amax(dim=2))
+    D.eval()
+    assert D(x).shape == (N,) and torch.equal(D(x), D.head(D.features(x)))
+    assert G(torch.randn(N, Z_DIM)).shape == (N, 2)
