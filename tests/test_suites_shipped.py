@@ -43,3 +43,62 @@ def test_shipped_suite_says_how_long_it_takes(path):
     row = next(line for line in (ROOT / "docs" / "suites.md").read_text().splitlines()
                if line.startswith(f"| `{path.stem}`"))
     assert match.group(1) in row
+
+
+# --- calibration of the default scale (suites/calibration/defaults.toml) --------------------------------
+
+CALIBRATION = ROOT / "suites" / "calibration" / "defaults.toml"
+
+
+def calibration() -> dict:
+    import tomllib
+
+    return tomllib.loads(CALIBRATION.read_text())
+
+
+def test_every_shipped_suite_has_a_calibration_entry():
+    assert sorted(calibration()) == sorted(p.stem for p in SUITES)
+    assert {entry["status"] for entry in calibration().values()} <= {"calibrated", "not calibrated"}
+
+
+@pytest.mark.parametrize("name", [n for n, e in calibration().items() if e["status"] == "calibrated"])
+def test_a_calibrated_default_scale_is_the_one_calibrated(name):
+    entry = calibration()[name]
+    suite = load_suite(ROOT / "suites" / f"{name}.toml")
+    spec = next(s for s in suite.runs("default") if s.config == suite.baseline)
+    s = spec.settings
+    actual = {"steps": s.core.steps, "batch_size": s.core.batch_size, "lr_g": s.optimizer_g.lr,
+              "lr_d": s.optimizer_d.lr, "architecture": s.architecture.name, "loss": s.loss.name}
+    assert actual == entry["settings"], f"{name}: the default scale changed since it was calibrated"
+    target = entry["target"]
+    finals = entry["finals"][target["key"]]
+    assert len(finals) >= 3 and min(finals) >= target["at_least"]
+    header = "\n".join(line for line in (ROOT / "suites" / f"{name}.toml").read_text().splitlines()
+                       if line.startswith("#"))
+    assert "Calibrated" in header and str(min(finals)) in header  # the header records the calibration runs
+
+
+@pytest.mark.parametrize("name", [n for n, e in calibration().items() if e["status"] != "calibrated"])
+def test_an_uncalibrated_suite_says_so_in_its_header(name):
+    header = (ROOT / "suites" / f"{name}.toml").read_text().split("\n[", 1)[0]
+    assert "Not calibrated" in header and calibration()[name]["why"]
+
+
+# --- reproduction suites (suites/reproduce/) -----------------------------------------------------
+
+REPRODUCTIONS = sorted((ROOT / "suites" / "reproduce").glob("*.toml"))
+
+
+def test_the_reproduction_suites_are_shipped():
+    assert {p.stem for p in REPRODUCTIONS} >= {"unrolled-ring", "pacgan-ring", "pacgan-grid"}
+
+
+@pytest.mark.parametrize("path", REPRODUCTIONS, ids=lambda p: p.stem)
+def test_a_reproduction_suite_follows_one_paper_and_lists_its_differences(path):
+    suite = load_suite(path)
+    assert len(suite.header.seeds) >= 5  # issue 13: at least 5 seeds
+    header = path.read_text().split("\n[suite]", 1)[0]
+    assert "Protocol from the authors'" in header and "Differences from the reference" in header
+    assert f"ganbench run suites/reproduce/{path.name} --scale default" in header
+    assert all(spec.settings.steps <= 1000 for spec in suite.runs("smoke"))
+    assert f"suites/reproduce/{path.name}" in (ROOT / "docs" / "reproductions.md").read_text()
