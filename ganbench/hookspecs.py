@@ -207,7 +207,9 @@ def ganbench_eval_generator(run: Run) -> nn.Module:
 def ganbench_evaluate(run: Run, step: int, generator: nn.Module) -> MetricValues | None:
     """Return metric values, their better direction and their provenance for `generator` at an
     eval point, or None. Called every `eval_every` steps and after the last step, with the
-    generator in eval mode under no_grad. Metric plugins implement it."""
+    generator in eval mode under no_grad. Metric plugins implement it. Values that unconverged
+    samples can fool (coverage counts) come with `MetricValues.convergence`: the floor another
+    of the metric's values must reach before a report ranks on them."""
 
 
 # --------------------------------------------------------------------------------------------------
