@@ -70,11 +70,47 @@ def path_of(run_dir: Path) -> Path:
 # ---- identity -------------------------------------------------------------------------------------
 
 
-def plugin_code_hash(settings: Any) -> str:
-    """sha256 of the source files of every plugin class the run uses, in a stable order."""
+def plugin_code(settings: Any) -> dict[str, dict[str, Any]]:
+    """What identifies the code of every plugin the run uses, by "kind:name": where it came from
+    (its distribution and version, or its file), its source file and that file's sha256. env.json
+    records it; a completed run whose plugins' files changed since is trained again."""
     choices = [settings.dataset, settings.architecture, settings.loss, settings.latent,
                *settings.tricks, *settings.metrics, *settings.detectors]
-    files = sorted({Path(inspect.getsourcefile(c.cls) or "") for c in choices})
+    registry = getattr(settings, "registry", None)
+    code = {}
+    for choice in choices:
+        entry = registry.table[choice.kind].get(choice.name) if registry is not None else None
+        file = Path(inspect.getsourcefile(choice.cls) or "")
+        code[f"{choice.kind}:{choice.name}"] = {
+            "source": entry.source if entry else None, "version": entry.version if entry else None,
+            "file": str(file), "sha256": _file_hash(file)}
+    return code
+
+
+def _file_hash(file: Path) -> str:
+    return hashlib.sha256(file.read_bytes() if file.is_file() else b"").hexdigest()[:16]
+
+
+def code_changes(recorded: Any, current: dict[str, dict[str, Any]]) -> list[str]:
+    """The plugins whose code differs between env.json's `plugins` and now, as readable lines;
+    [] when nothing changed. A run recorded before ganbench kept plugin code is "unknown"."""
+    if not isinstance(recorded, dict):
+        return []
+    changed = []
+    for key, now in current.items():
+        then = recorded.get(key)
+        if not isinstance(then, dict):
+            changed.append(f"{key} was not used by the finished run")
+        elif then.get("sha256") != now["sha256"]:
+            changed.append(f"{key} ({Path(now['file']).name} {then.get('sha256')} -> {now['sha256']})")
+        elif then.get("version") != now["version"]:
+            changed.append(f"{key} (version {then.get('version')} -> {now['version']})")
+    return changed
+
+
+def plugin_code_hash(settings: Any) -> str:
+    """sha256 of the source files of every plugin class the run uses, in a stable order."""
+    files = sorted({Path(entry["file"]) for entry in plugin_code(settings).values()})
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.name.encode())

@@ -37,8 +37,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train every configuration of a suite, for every seed")
     run.add_argument("suite", help="a TOML suite, e.g. suites/stability.toml")
-    run.add_argument("--scale", choices=("smoke", "default", "paper"),
-                     help="run length; default: 'default' with a GPU, 'smoke' without one")
+    run.add_argument("--scale", metavar="NAME",
+                     help="smoke, default, paper, or a [scales.NAME] table of the suite; "
+                          "default: 'default' with a GPU, 'smoke' without one")
     run.add_argument("--out", help="output folder (default: reports/<suite name>/)")
     run.add_argument("--device", help="auto (default), cuda, cuda:N, mps or cpu")
     run.add_argument("--only", nargs="+", metavar="CONFIG", help="run only these configurations")
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--restart", action="store_true",
                      help="train unfinished runs from step 0 instead of resuming them from their checkpoints "
                           "(completed runs are still skipped)")
+    run.add_argument("--reuse-completed", action="store_true",
+                     help="skip completed runs even when the code of a plugin they use has changed since they ran "
+                          "(default: train them again, saying which plugin changed)")
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a suite completely without training")
@@ -58,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
     estimate = sub.add_parser("estimate", help="how long a suite takes: measured here, projected for one GPU")
     estimate.add_argument("suite")
-    estimate.add_argument("--scale", choices=("smoke", "default", "paper"), default="default",
-                          help="the scale to estimate (default: default)")
+    estimate.add_argument("--scale", metavar="NAME", default="default",
+                          help="the scale to estimate: smoke, default, paper or one of the suite's own (default: default)")
     estimate.add_argument("--only", nargs="+", metavar="CONFIG", help="estimate only these configurations")
     estimate.add_argument("--device", help="auto (default), cuda, cuda:N, mps or cpu: where to measure")
     estimate.add_argument("--steps", type=int, default=100,
@@ -166,6 +170,7 @@ def _run_locked(args: argparse.Namespace, console: Console, suite: Any, specs: l
         "threads_per_run": choice.threads, "threads_why": choice.why,
     })
     outcomes = run_suite(suite, specs, out, device, jobs=args.jobs, console=console, restart=args.restart,
+                         reuse_completed=args.reuse_completed,
                          suite_stop=suite_stop, threads=choice.threads)
     console.print(summary_table(outcomes))
     if scale == "smoke" and args.scale is None:
@@ -220,11 +225,11 @@ def _report_after_run(out: Path, console: Console) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ganbench.suite import SCALES, load_suite
+    from ganbench.suite import load_suite
 
     suite = load_suite(args.suite, data_root=args.data_root)
-    runs = {scale: suite.runs(scale) for scale in SCALES}
-    steps = ", ".join(f"{scale} {runs[scale][0].settings.steps}" for scale in SCALES)
+    runs = {scale: suite.runs(scale) for scale in suite.scales}
+    steps = ", ".join(f"{scale} {runs[scale][0].settings.steps}" for scale in suite.scales)
     print(f"{args.suite}: ok: suite \"{suite.name}\", {len(suite.configs)} configs × {len(suite.header.seeds)} seeds "
           f"= {len(runs['default'])} runs on {suite.dataset.name}; steps per run by scale: {steps}")
     return 0
@@ -258,7 +263,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     entries = registry.entries()
     if args.json:
         print(json.dumps([{
-            "kind": e.kind, "name": e.name, "source": e.source, "summary": e.summary,
+            "kind": e.kind, "name": e.name, "source": e.source, "summary": e.summary, "paper": e.paper, "about": e.about,
             "config_defaults": {k: _jsonable(v) for k, v in e.config_defaults.items()},
             "params": [{"name": p.name, "type": p.type, "default": _jsonable(p.default), "help": p.help} for p in e.params],
         } for e in entries], indent=2))
@@ -268,6 +273,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         console.rule(f"[bold]{kind} plugins", align="left")
         for e in (x for x in entries if x.kind == kind):
             console.print(f"[bold cyan]{e.name}[/]  {escape(e.summary)}")
+            if e.paper:
+                console.print(f"    paper: {escape(e.paper)}")
             console.print(f"    [dim]source: {escape(e.source)}[/dim]")
             for p in e.params:
                 console.print(f"    [bold]{p.name}[/bold]: {escape(p.type)} = {escape(format_value(p.default))}"

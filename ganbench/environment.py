@@ -54,8 +54,10 @@ def git_sha(where: Path) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def environment(device: torch.device, seed: int, suite_dir: Path) -> dict[str, Any]:
-    """The content of env.json."""
+def environment(device: torch.device, seed: int, suite_dir: Path, settings: Any = None) -> dict[str, Any]:
+    """The content of env.json; with the run's `settings`, the code of every plugin it uses."""
+    from ganbench.checkpoint import plugin_code
+
     import pluggy
     import torchvision
 
@@ -76,4 +78,5 @@ def environment(device: torch.device, seed: int, suite_dir: Path) -> dict[str, A
         "cpu_count": os.cpu_count(),
         "git_sha": git_sha(suite_dir),
         "seed": seed,
+        **({"plugins": plugin_code(settings)} if settings is not None else {}),
     }

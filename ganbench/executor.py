@@ -117,6 +117,14 @@ class SuiteStop:
         self.stop.request(signum)  # raises Interrupted inside interruptible work of an in-process run
 
 
+def stale_code(spec: RunSpec, run_dir: Path) -> list[str]:
+    """How the code of the plugins a completed run used has changed since (env.json's `plugins`
+    against now), one line each; [] when unchanged, or when the run predates the record."""
+    env = read_json(run_dir / "env.json")
+    recorded = env.get("plugins") if isinstance(env, dict) else None
+    return checkpoint.code_changes(recorded, checkpoint.plugin_code(spec.settings))
+
+
 def check_resumable(specs: list[RunSpec], out: Path, restart: bool, device: torch.device) -> dict[str, int]:
     """Refuse, before anything trains, a checkpoint that cannot continue its run (UsageError);
     return {run id: step} of the runs that will resume."""
@@ -130,7 +138,8 @@ def check_resumable(specs: list[RunSpec], out: Path, restart: bool, device: torc
 
 def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.device, jobs: int = 1,
               console: Console | None = None, restart: bool = False,
-              suite_stop: SuiteStop | None = None, threads: int | None = None) -> list[Outcome]:
+              suite_stop: SuiteStop | None = None, threads: int | None = None,
+              reuse_completed: bool = False) -> list[Outcome]:
     """Run every spec not already completed under `out`/runs, resuming interrupted runs from their
     checkpoints (unless `restart`). jobs=0 runs in this process. Stops early, with every active run
     checkpointed, when `suite_stop` sees a signal. `threads`: torch CPU threads in each run process
@@ -139,15 +148,27 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
     suite_stop = suite_stop or SuiteStop()
     outcomes: list[Outcome] = []
     todo: list[RunSpec] = []
+    redone: list[str] = []
     for spec in specs:
         run_dir = out / "runs" / spec.run_id
         status = read_status(run_dir)
-        if isinstance(status, dict) and status.get("status") == "completed":
+        changed = stale_code(spec, run_dir) if isinstance(status, dict) and status.get("status") == "completed" else None
+        if changed == [] or (changed and reuse_completed):
             outcomes.append(Outcome(spec, run_dir, "completed", None, skipped=True))
+            if changed:
+                console.print(f"[yellow]{spec.config} seed {spec.seed}: kept (--reuse-completed), though its plugin "
+                              f"code changed since it ran: {'; '.join(changed)}[/yellow]")
         else:
             todo.append(spec)
+            if changed:
+                redone.append(f"{spec.config} seed {spec.seed}: {'; '.join(changed)}")
     if outcomes:
         console.print(f"[dim]{len(outcomes)} run(s) already completed in {out / 'runs'}; skipping them[/dim]")
+    if redone:
+        console.print(f"[yellow]{len(redone)} completed run(s) trained again from step 0, because the code of a plugin "
+                      "they use changed since they ran (--reuse-completed keeps them):[/yellow]")
+        for line in redone:
+            console.print(f"[yellow]  {line}[/yellow]")
     resuming = check_resumable(todo, out, restart, device)
     if resuming:
         steps = ", ".join(str(step) for step in resuming.values())

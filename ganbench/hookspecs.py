@@ -53,7 +53,8 @@ def ganbench_register_architectures() -> list[type]:
 def ganbench_register_losses() -> list[type]:
     """Return loss classes. An instance implements `ganbench_discriminator_loss` and
     `ganbench_generator_loss`, and sets `uses_targets` (True when it reads `Targets`) and `scores`,
-    what D's outputs mean: "logit", "least-squares", "margin" (hinge) or "critic" (Wasserstein).
+    what D's outputs mean: "logit", "least-squares", "margin" (hinge), "critic" (Wasserstein),
+    "relativistic" (RaGAN) or "other"; both are checked when the loss is loaded.
     The d-dominance detector judges saturation from it."""
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,19 @@ KINDS = {
     "metric": "ganbench_register_metrics",
     "detector": "ganbench_register_detectors",
 }
+# "(Metz et al. 2017, "Unrolled ...")": a parenthesis with a four-digit year, as STYLE.md asks each
+# plugin module's docstring to open with.
+CITATION = re.compile(r"\(([^()]*\b(?:19|20)\d\d\b[^()]*)\)")
+BARE_CITATION = re.compile(r"\b([A-Z][\w-]+(?: et al\.| & [A-Z][\w-]+)? (?:19|20)\d\d)\b")
+# What a loss's D outputs mean (its `scores`), which detectors and tricks read to judge D.
+SCORE_KINDS = {
+    "logit": "D outputs logits; accuracy is real > 0, fake < 0 (bce, minimax)",
+    "least-squares": "D regresses to fixed targets (lsgan)",
+    "margin": "D aims past fixed margins (hinge)",
+    "critic": "unbounded critic values with no saturation point (wgan, wgan-gp)",
+    "relativistic": "logits of real against fake scores (RaGAN); the raw scores' offset is free",
+    "other": "none of these: detectors that judge D by its scores leave the run alone",
+}
 HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("ganbench_"))
 
 
@@ -42,6 +56,7 @@ class PluginEntry:
     name: str
     cls: type
     source: str  # "ganbench 0.1.0 (ganbench_plugins.tricks.ema)" or "file /abs/my_trick.py"
+    version: str | None = None  # its distribution's version; None for a plugin file
 
     @property
     def params(self) -> list[ParamInfo]:
@@ -58,6 +73,25 @@ class PluginEntry:
     def summary(self) -> str:
         doc = (self.cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
+
+    @property
+    def about(self) -> str:
+        """The first paragraph of the plugin's module docstring, where it cites its source."""
+        module = sys.modules.get(self.cls.__module__)
+        doc = ((module.__doc__ if module else None) or "").strip()
+        return " ".join(doc.split("\n\n")[0].split())
+
+    @property
+    def paper(self) -> str:
+        """The source the plugin cites: its class's `paper` attribute, else the module docstring's
+        first parenthesis holding a year, else its first "Author et al. YEAR", else ""."""
+        declared = getattr(self.cls, "paper", None)
+        if isinstance(declared, str):
+            return declared
+        module = sys.modules.get(self.cls.__module__)
+        doc = " ".join(((module.__doc__ if module else None) or "").split())
+        match = CITATION.search(doc) or BARE_CITATION.search(doc)
+        return match.group(1) if match else ""
 
 
 def new_plugin_manager() -> pluggy.PluginManager:
@@ -93,8 +127,10 @@ class Registry:
         self.pm = new_plugin_manager()
         self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
         sources: dict[int, str] = {}
+        versions: dict[int, str] = {}
         for plugin, dist in self.pm.list_plugin_distinfo():
             sources[id(plugin)] = f"{dist.project_name} {dist.version} ({plugin.__name__})"
+            versions[id(plugin)] = dist.version
         for path in files:
             module = load_file(Path(path))
             if self.pm.is_registered(module):
@@ -107,7 +143,7 @@ class Registry:
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 source = sources.get(id(impl.plugin), impl.plugin_name)
                 for cls in impl.function() or []:
-                    self._add(PluginEntry(kind, _plugin_name(cls, source), cls, source))
+                    self._add(PluginEntry(kind, _plugin_name(cls, source), cls, source, versions.get(id(impl.plugin))))
 
     def _add(self, entry: PluginEntry) -> None:
         table = self.table[entry.kind]
@@ -117,6 +153,8 @@ class Registry:
                 f"and by {entry.source}; rename one of them"
             )
         _check_hooks(entry)
+        if entry.kind == "loss":
+            _check_loss(entry)
         table[entry.name] = entry
 
     def names(self, kind: str) -> list[str]:
@@ -142,6 +180,20 @@ def _plugin_name(cls: Any, source: str) -> str:
     if not isinstance(name, str) or not name:
         raise UsageError(f"{source}: plugin class {cls!r} needs a `name` string attribute")
     return name
+
+
+def _check_loss(entry: PluginEntry) -> None:
+    """A loss says what D's outputs mean and whether it reads Targets: detectors and the label
+    tricks act on both, so a missing or misspelt value is refused, not read as a default."""
+    where = f'{entry.source}: loss "{entry.name}"'
+    uses_targets = getattr(entry.cls, "uses_targets", None)
+    if not isinstance(uses_targets, bool):
+        raise UsageError(f"{where}: uses_targets = {uses_targets!r}: set it to True when the loss reads "
+                         "ganbench.Targets (label smoothing and noisy labels then apply), else False")
+    scores = getattr(entry.cls, "scores", None)
+    if scores not in SCORE_KINDS:
+        hint = did_you_mean(scores, SCORE_KINDS) if isinstance(scores, str) else ""
+        raise UsageError(f"{where}: scores = {scores!r}: unknown kind{hint}; allowed: {', '.join(SCORE_KINDS)}")
 
 
 def _check_hooks(entry: PluginEntry) -> None:

@@ -282,7 +282,7 @@ def settings_from(merged: Layer, registry: Registry, config: str, dataset: Plugi
         architecture=choices["architecture"], loss=choices["loss"], latent=choices["latent"],
         tricks=listed["tricks"], metrics=listed["metrics"], detectors=listed["detectors"],
         policy=incident_policy(merged, listed["detectors"], paths), optimizer_g=optimizers[0], optimizer_d=optimizers[1],
-        origins=dict(merged.paths),
+        origins=dict(merged.paths), registry=registry,
     )
     for choice in (settings.architecture, settings.loss, settings.latent, *settings.tricks, *settings.metrics,
                    *settings.detectors):

@@ -87,9 +87,27 @@ class RunSettings:
     optimizer_g: OptimizerSettings
     optimizer_d: OptimizerSettings
     origins: dict[str, str] = field(default_factory=dict, compare=False)  # key -> where its value came from
+    registry: Any = field(default=None, compare=False, repr=False)  # the Registry it was resolved against
+
+    def installed(self, kind: str) -> dict[str, type]:
+        """Every installed plugin of `kind`, name -> class: for a check() whose message names the
+        alternatives, third-party ones included."""
+        if self.registry is None:
+            return {}
+        return {entry.name: entry.cls for entry in self.registry.table[kind].values()}
 
     def __getattr__(self, name: str) -> Any:
         # settings.steps reads settings.core.steps: plugins use the short form.
         if name in CORE_KEYS:
             return getattr(self.core, name)
         raise AttributeError(name)
+
+
+def refuse_unless_targets(trick: str, setup: RunSettings) -> str | None:
+    """A target trick's check(): the reason it cannot be used when the run's loss ignores `Targets`
+    (it would change nothing), naming every installed loss that reads them."""
+    if getattr(setup.loss.cls, "uses_targets", False):
+        return None
+    readers = sorted(n for n, cls in setup.installed("loss").items() if getattr(cls, "uses_targets", False))
+    return (f'{trick} changes D\'s targets, but loss "{setup.loss.name}" does not read them (uses_targets = False: '
+            f'its scores are "{getattr(setup.loss.cls, "scores", "?")}"); use a loss that does: {", ".join(readers) or "none installed"}')

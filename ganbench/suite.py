@@ -5,6 +5,7 @@ before any training starts and before any run directory exists.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
@@ -35,7 +36,8 @@ from ganbench.resolve import (
 from ganbench.settings import CORE_KEYS, CoreSettings, OptimizerSettings, PluginChoice, RunSettings
 
 TOP_KEYS = ("suite", "dataset", "defaults", "scales", "configs")
-SCALES = ("smoke", "default", "paper")
+SCALES = ("smoke", "default", "paper")  # every suite has these; it may declare more under [scales.<name>]
+SCALE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # A scale shortens or lengthens a run; it may set only these.
 SCALE_KEYS = ("steps", "log_every", "eval_every", "batch_size", "grid_size", "eval_samples", "real_samples",
               "checkpoint_every")
@@ -185,8 +187,10 @@ class Suite:
 
     def runs(self, scale: str, only: list[str] | None = None) -> list[RunSpec]:
         """Every (config, seed) at `scale`, configs in suite order, validated."""
-        if scale not in SCALES:
-            raise UsageError(f'--scale "{scale}": unknown scale{did_you_mean(scale, SCALES)}; allowed: {", ".join(SCALES)}')
+        if scale not in self.scales:
+            names = list(self.scales)
+            raise UsageError(f'--scale "{scale}": {self.path} has no such scale{did_you_mean(scale, names)}; '
+                             f"allowed: {', '.join(names)}")
         names = self.config_names()
         for name in only or []:
             if name not in names:
@@ -245,7 +249,7 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
         raise UsageError(f'{file}: suite.baseline = "{header.baseline}": no such config{did_you_mean(header.baseline, names)}; '
                          f"available: {', '.join(names)}")
     suite = Suite(path, header, registry, dataset, data, configs, defaults, scales)
-    for scale in SCALES:
+    for scale in scales:
         for config in configs:
             suite.settings(config, scale)
     return suite
@@ -308,12 +312,19 @@ def _dataset(tree: dict[str, Any], registry: Registry, path: Path, data_root: st
 
 
 def _scales(tree: dict[str, Any], file: str) -> dict[str, Layer]:
+    """The built-in scales, then the suite's own in file order. A scale of the suite's own starts
+    from the suite's settings, like `default`."""
     table = _table(tree, "scales", file, required=False)
     for name in table:
-        if name not in SCALES:
-            raise UsageError(f"{file}: scales.{name}: unknown scale{did_you_mean(name, SCALES)}; allowed: {', '.join(SCALES)}")
+        if name not in SCALES and not SCALE_NAME.fullmatch(name):
+            raise UsageError(f'{file}: scales."{name}": a scale name is lower-case letters, digits, "-" and "_", '
+                             f"starting with a letter or digit (built in: {', '.join(SCALES)})")
+        near = difflib.get_close_matches(name, SCALES, n=1, cutoff=0.85)
+        if name not in SCALES and near:
+            raise UsageError(f'{file}: scales.{name}: did you mean "{near[0]}"? A scale of the suite\'s own cannot be '
+                             f"spelt this close to a built-in one ({', '.join(SCALES)}); rename it")
     layers = {}
-    for name in SCALES:
+    for name in [*SCALES, *(n for n in table if n not in SCALES)]:
         given = table.get(name, {})
         if not isinstance(given, dict):
             raise UsageError(f"{file}: scales.{name} = {format_value(given)}: expected a table [scales.{name}]")
@@ -321,7 +332,7 @@ def _scales(tree: dict[str, Any], file: str) -> dict[str, Layer]:
             if key not in SCALE_KEYS:
                 raise UsageError(f"{file}: scales.{name}.{key}: a scale cannot set this key{did_you_mean(key, SCALE_KEYS)}; "
                                  f"allowed: {', '.join(SCALE_KEYS)}")
-        values = {**BUILTIN_SCALES[name], **given}
+        values = {**BUILTIN_SCALES.get(name, {}), **given}
         paths = {k: f"scales.{name}.{k}" if k in given else f"(built-in scale {name}).{k}" for k in values}
         layers[name] = empty_layer(values, paths)
     return layers

@@ -339,7 +339,7 @@ def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress |
             grid.unlink()
     resumed_from = plan.state["meta"]["step"] if plan.state else None
     write_json(run_dir / "config.json", {"run_id": spec.run_id, **spec.resolved()})
-    write_json(run_dir / "env.json", environment(device, spec.seed, spec.suite_file.parent))
+    write_json(run_dir / "env.json", environment(device, spec.seed, spec.suite_file.parent, spec.settings))
     started_at, started = previous.get("started") or now(), time.perf_counter()
     wall_before = previous.get("wall_s") or 0.0
     history = [*previous.get("resumed", []), *([{"from_step": resumed_from, "at": now()}] if plan.state else [])]

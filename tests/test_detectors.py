@@ -118,6 +118,16 @@ def test_dominance_is_loss_aware():
     collapsed_hinge = dominance_stream(0.0, 1.0, [10.0] * 6) + dominance_stream(0.0, 1.0, [0.01] * 5)
     assert [i.severity for i in feed(DDominance(DParams()), collapsed_hinge, run_double("margin"))] == ["critical"]
     assert feed(DDominance(DParams()), dominance_stream(-50.0, 1.0, [0.01] * 10), run_double("critic")) == []
+    assert feed(DDominance(DParams()), dominance_stream(0.001, 1.0, [0.01] * 10), run_double("other")) == []
+
+
+def test_relativistic_dominance_reads_the_loss_and_the_gap_not_raw_accuracy():
+    # RaGAN's scores may all sit above 0 (accuracy 0.5) while D separates real from fake perfectly.
+    saturated = [{**r, "d_real": 9.0, "d_fake": 1.0, "d_gap": 8.0} for r in dominance_stream(0.001, 0.5, [40.0] * 8)]
+    (incident,) = feed(DDominance(DParams()), saturated, run_double("relativistic"))
+    assert (incident.kind, incident.step, incident.evidence["loss_scores"]) == ("d-dominance", 10, "relativistic")
+    healthy = [{**r, "d_gap": 0.5} for r in dominance_stream(0.4, 0.5, [40.0] * 8)]
+    assert feed(DDominance(DParams()), healthy, run_double("relativistic")) == []
 
 
 # ---- mode collapse ----------------------------------------------------------------------------

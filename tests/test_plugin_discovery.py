@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -170,3 +171,57 @@ def test_plugins_table_prints(capsys):
     for names in SECTION_5.values():
         for name in names:
             assert name in out
+
+
+def test_plugins_show_the_source_paper(capsys, tmp_path):
+    assert main(["plugins", "--json"]) == 0
+    listing = {(i["kind"], i["name"]): i for i in json.loads(capsys.readouterr().out)}
+    # from the module docstring's first parenthesis with a year
+    assert listing["trick", "unrolled"]["paper"].startswith("Metz et al. 2017")
+    # a module of several datasets names each one's own paper
+    assert listing["dataset", "cifar10"]["paper"].startswith("Krizhevsky 2009")
+    assert listing["dataset", "mnist"]["paper"].startswith("LeCun et al. 1998")
+    plugin = tmp_path / "cited.py"
+    plugin.write_text('"""A made-up trick, in the spirit of Nobody & Somebody 2031."""\nimport ganbench\n\n'
+                      'class Cited:\n    """A trick."""\n    name = "cited"\n    params = None\n\n'
+                      '@ganbench.hookimpl\ndef ganbench_register_tricks():\n    return [Cited]\n')
+    entry = Registry([plugin]).get("trick", "cited", "test")
+    assert entry.paper == "Nobody & Somebody 2031"
+    assert main(["plugins"]) == 0
+    assert "paper: Metz et al. 2017" in capsys.readouterr().out
+
+
+LOSS_PLUGIN = '''"""A relativistic loss, for the registry's checks."""
+import ganbench
+
+class Ragan:
+    """RaGAN."""
+    name = "ragan"
+    params = None
+{attrs}
+
+@ganbench.hookimpl
+def ganbench_register_losses():
+    return [Ragan]
+'''
+
+
+@pytest.mark.parametrize("attrs, message", [
+    ('    uses_targets = True\n    scores = "relativistc"',
+     'loss "ragan": scores = \'relativistc\': unknown kind (did you mean "relativistic"?); allowed: logit, '),
+    ('    scores = "relativistic"', 'loss "ragan": uses_targets = None: set it to True when the loss reads'),
+])
+def test_a_loss_must_say_what_its_scores_mean_and_whether_it_reads_targets(tmp_path, attrs, message):
+    plugin = tmp_path / f"ragan_{len(attrs)}.py"
+    plugin.write_text(LOSS_PLUGIN.format(attrs=attrs))
+    with pytest.raises(UsageError, match=re.escape(message)):
+        Registry([plugin])
+
+
+def test_label_smoothing_names_an_installed_third_party_target_loss(tmp_path, tiny_suite):
+    plugin = tmp_path / "ragan_ok.py"
+    plugin.write_text(LOSS_PLUGIN.format(attrs='    uses_targets = True\n    scores = "relativistic"'))
+    path = tiny_suite('loss = "wgan"\ntricks = ["one-sided-label-smoothing"]')
+    path.write_text(path.read_text().replace('seeds = [0]', f'seeds = [0]\nplugins = ["{plugin}"]'))
+    with pytest.raises(UsageError, match=r"use a loss that does: bce, dragan, lsgan, minimax, ragan$"):
+        load_suite(path)

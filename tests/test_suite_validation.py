@@ -2,6 +2,7 @@
 no traceback, and no run directory."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -158,8 +159,41 @@ def test_unknown_only_and_scale_are_usage_errors(tiny_suite):
     suite = load_suite(tiny_suite())
     with pytest.raises(UsageError, match='--only "b": no such config'):
         suite.runs("default", ["b"])
-    with pytest.raises(UsageError, match="unknown scale"):
+    with pytest.raises(UsageError, match='--scale "huge": .* has no such scale; allowed: smoke, default, paper'):
         suite.runs("huge")
+
+
+def test_a_suite_may_name_its_own_scales(tiny_suite):
+    path = tiny_suite()
+    path.write_text(path.read_text() + "\n[scales.cpu]\nsteps = 7\neval_samples = 64\n")
+    suite = load_suite(path)
+    assert list(suite.scales) == ["smoke", "default", "paper", "cpu"]
+    (run,) = suite.runs("cpu")
+    assert run.scale == "cpu" and run.settings.steps == 7 and run.settings.eval_samples == 64
+    # a scale of the suite's own starts from the suite's settings, like default: nothing else changes
+    (default,) = suite.runs("default")
+    assert run.settings.batch_size == default.settings.batch_size
+    assert run.run_id != default.run_id
+    with pytest.raises(UsageError, match=r'--scale "cpy": .* no such scale \(did you mean "cpu"\?\); allowed: smoke, default, paper, cpu'):
+        suite.runs("cpy")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("defualt", 'scales.defualt: did you mean "default"'),
+    ("Big Run", 'scales."Big Run": a scale name is lower-case letters'),
+])
+def test_a_scale_name_that_is_a_typo_or_not_a_slug_is_refused(tiny_suite, name, message):
+    path = tiny_suite()
+    path.write_text(path.read_text() + f'\n[scales."{name}"]\nsteps = 7\n')
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load_suite(path)
+
+
+def test_a_custom_scale_is_checked_like_the_built_in_ones(tiny_suite):
+    path = tiny_suite()
+    path.write_text(path.read_text() + "\n[scales.cpu]\nlr = 0.1\n")
+    with pytest.raises(UsageError, match="scales.cpu.lr: a scale cannot set this key"):
+        load_suite(path)
 
 
 def test_smoke_scale_is_the_default_without_a_gpu(tiny_suite, tmp_path, capsys):

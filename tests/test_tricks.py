@@ -152,19 +152,28 @@ def test_noisy_labels_swap_smoothed_targets_whatever_the_suite_order() -> None:
 
 class TargetLossDouble:
     uses_targets = True
+    scores = "logit"
 
 
 class CriticLossDouble:
     uses_targets = False
+    scores = "critic"
+
+
+# what RunSettings.installed("loss") returns, with a third-party loss that reads targets
+INSTALLED_LOSSES_DOUBLE = {"bce": TargetLossDouble, "wgan": CriticLossDouble, "ragan": TargetLossDouble}
 
 
 @pytest.mark.parametrize("cls", LABEL_TRICKS, ids=lambda c: c.name)
 def test_label_tricks_refuse_losses_without_targets(cls: type) -> None:
-    critic_setup_double = SimpleNamespace(loss=SimpleNamespace(name="wgan", cls=CriticLossDouble))
-    target_setup_double = SimpleNamespace(loss=SimpleNamespace(name="bce", cls=TargetLossDouble))
+    critic_setup_double = SimpleNamespace(loss=SimpleNamespace(name="wgan", cls=CriticLossDouble),
+                                          installed=lambda kind: INSTALLED_LOSSES_DOUBLE)
+    target_setup_double = SimpleNamespace(loss=SimpleNamespace(name="bce", cls=TargetLossDouble),
+                                          installed=lambda kind: INSTALLED_LOSSES_DOUBLE)
     reason = cls.check(cls.params(), critic_setup_double)
     assert isinstance(reason, str) and "\n" not in reason
     assert cls.name in reason and '"wgan"' in reason
+    assert reason.endswith("use a loss that does: bce, ragan")  # the installed ones, not a fixed list
     assert cls.check(cls.params(), target_setup_double) is None
 
 

@@ -128,6 +128,7 @@ class Mnist(TorchvisionDataset):
     """MNIST handwritten digits, 60,000 train / 10,000 test, 28×28 grey (LeCun et al. 1998)."""
 
     name = "mnist"
+    paper = 'LeCun et al. 1998, "Gradient-Based Learning Applied to Document Recognition"'
     params = MnistParams
     torchvision_class = "MNIST"
     folder, files = "MNIST/raw", MNIST_FILES
@@ -147,6 +148,7 @@ class FashionMnist(Mnist):
     """Fashion-MNIST clothing images, 60,000 train / 10,000 test, 28×28 grey (Xiao et al. 2017)."""
 
     name = "fashion-mnist"
+    paper = 'Xiao et al. 2017, "Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning Algorithms"'
     torchvision_class = "FashionMNIST"
     folder = "FashionMNIST/raw"  # the same four file names as MNIST, in their own folder
 
@@ -155,6 +157,7 @@ class Cifar10(TorchvisionDataset):
     """CIFAR-10 natural images, 50,000 train / 10,000 test, 32×32 colour, 10 classes (Krizhevsky 2009)."""
 
     name = "cifar10"
+    paper = 'Krizhevsky 2009, "Learning Multiple Layers of Features from Tiny Images"'
     params = Cifar10Params
     folder, files = "cifar-10-batches-py", CIFAR10_FILES
     channels, side, num_classes = 3, 32, 10
@@ -175,6 +178,7 @@ class Celeba(TorchvisionDataset):
     """CelebA aligned faces, 202,599 images, center-cropped to 178×178 and resized (Liu et al. 2015)."""
 
     name = "celeba"
+    paper = 'Liu et al. 2015, "Deep Learning Face Attributes in the Wild"'
     params = CelebaParams
     folder, files = "celeba", CELEBA_FILES
     channels, side, num_classes = 3, 64, None

@@ -8,7 +8,10 @@ D dominates when it separates real from fake almost perfectly, for a window of r
   least-squares (lsgan)  D loss under `loss_floor` and D(x) - D(G(z)) >= `gap`
   margin (hinge)         accuracy >= `accuracy` and G's gradient collapsed: a hinge D loss of 0
                          only says every sample is past its margin, which healthy runs reach
+  relativistic (RaGAN)   D loss under `loss_floor` and mean D(x) above mean D(G(z)): the loss reads only
+                         differences of scores, so raw accuracy (real > 0, fake < 0) means nothing
   critic (wgan, wgan-gp) not judged: a critic has no saturation point; see vanishing-gradients
+  other                  not judged: the loss says its scores fit none of these
 G's gradient norm against its early baseline is evidence in every case; when it has also fallen
 under `g_collapse` of the baseline, the incident is critical: G is no longer learning. With the
 non-saturating loss (bce) G's gradient does not vanish when D dominates (that is the point of the
@@ -38,6 +41,7 @@ class DDominance(ganbench.PlainState):
     """D separating real from fake perfectly while G's gradients collapse, aware of the loss."""
 
     name = "d-dominance"
+    paper = ''
     params = Params
     kinds = {"d-dominance": "collapsed"}
 
@@ -52,9 +56,11 @@ class DDominance(ganbench.PlainState):
             return finite(d_loss) and finite(acc) and d_loss < self.p.loss_floor and acc >= self.p.accuracy
         if scores == "least-squares":
             return finite(d_loss) and finite(gap) and d_loss < self.p.loss_floor and gap >= self.p.gap
+        if scores == "relativistic":
+            return finite(d_loss) and finite(gap) and d_loss < self.p.loss_floor and gap > 0
         if scores == "margin":
             return finite(acc) and acc >= self.p.accuracy and g_collapsed
-        return None  # critic, or a loss that does not say
+        return None  # critic or other
 
     @ganbench.hookimpl
     def ganbench_detect(self, run: ganbench.Run, record: dict[str, Any]) -> list[ganbench.Incident] | None:

@@ -103,6 +103,7 @@ class ClassifierMetric:
     """Class FD, classes covered and class KL from a classifier of the data (Stacked MNIST: modes)."""
 
     name = "classifier"
+    paper = "Heusel et al. 2017 (the Fréchet distance); Metz et al. 2017, Srivastava et al. 2017 (Stacked MNIST's 1,000 modes)"
     params = Params
     transient = ("trained", "reference")  # caches, rebuilt on demand: nothing a checkpoint must hold
 

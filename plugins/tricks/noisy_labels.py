@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 import ganbench
+from ganbench.settings import refuse_unless_targets
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,7 @@ class NoisyLabels:
 
     @classmethod
     def check(cls, params: Params, setup) -> str | None:
-        if not getattr(setup.loss.cls, "uses_targets", False):
-            return (f'{cls.name} changes D\'s targets, but loss "{setup.loss.name}" is a critic loss '
-                    "that has none; use bce, minimax or lsgan")
-        return None
+        return refuse_unless_targets(cls.name, setup)
 
     # trylast: swap whatever targets the smoothing tricks set, whatever their order in the suite
     # (run first, a smoothing trick would overwrite the swapped targets).

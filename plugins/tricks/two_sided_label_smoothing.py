@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 import ganbench
+from ganbench.settings import refuse_unless_targets
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,9 @@ class TwoSidedLabelSmoothing:
 
     @classmethod
     def check(cls, params: Params, setup) -> str | None:
-        if not getattr(setup.loss.cls, "uses_targets", False):
-            return (f'{cls.name} changes D\'s targets, but loss "{setup.loss.name}" is a critic loss '
-                    "that has none; use bce, minimax or lsgan")
+        refusal = refuse_unless_targets(cls.name, setup)
+        if refusal:
+            return refusal
         p = params
         if p.real_low > p.real_high or p.fake_low > p.fake_high:
             return (f"{cls.name}: each range needs low <= high; got real [{p.real_low}, {p.real_high}], "
