@@ -93,7 +93,7 @@ def _file_hash(file: Path) -> str:
 
 def code_changes(recorded: Any, current: dict[str, dict[str, Any]]) -> list[str]:
     """The plugins whose code differs between env.json's `plugins` and now, as readable lines;
-    [] when nothing changed. A run recorded before ganbench kept plugin code is "unknown"."""
+    [] when nothing changed, and for a run recorded before env.json kept plugin code (kept as it is)."""
     if not isinstance(recorded, dict):
         return []
     changed = []

@@ -263,7 +263,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     entries = registry.entries()
     if args.json:
         print(json.dumps([{
-            "kind": e.kind, "name": e.name, "source": e.source, "summary": e.summary, "paper": e.paper, "about": e.about,
+            "kind": e.kind, "name": e.name, "source": e.source, "summary": e.summary, "paper": e.paper,
             "config_defaults": {k: _jsonable(v) for k, v in e.config_defaults.items()},
             "params": [{"name": p.name, "type": p.type, "default": _jsonable(p.default), "help": p.help} for p in e.params],
         } for e in entries], indent=2))

@@ -75,13 +75,6 @@ class PluginEntry:
         return doc.splitlines()[0] if doc else ""
 
     @property
-    def about(self) -> str:
-        """The first paragraph of the plugin's module docstring, where it cites its source."""
-        module = sys.modules.get(self.cls.__module__)
-        doc = ((module.__doc__ if module else None) or "").strip()
-        return " ".join(doc.split("\n\n")[0].split())
-
-    @property
     def paper(self) -> str:
         """The source the plugin cites: its class's `paper` attribute, else the module docstring's
         first parenthesis holding a year, else its first "Author et al. YEAR", else ""."""
