@@ -148,7 +148,7 @@ def spec_from_resolved(resolved: dict[str, Any], registry: Registry) -> RunSpec:
         policy=dict(settings["policy"]),
         optimizer_g=parse(OptimizerSettings, settings["optimizer"]["g"], f"{where}: optimizer.g"),
         optimizer_d=parse(OptimizerSettings, settings["optimizer"]["d"], f"{where}: optimizer.d"),
-        origins=dict(resolved.get("origins", {})),
+        origins=dict(resolved.get("origins", {})), registry=registry,
     )
     return RunSpec(resolved["suite"], Path(resolved["suite_file"]), resolved["config"], resolved["seed"],
                    resolved["scale"], run_settings)

@@ -73,3 +73,17 @@ def test_changed_plugin_code_retrains_a_completed_run_and_says_why(tiny_suite, t
     assert status["status"] == "completed" and (run_dir / "metrics.jsonl").stat().st_mtime_ns != first_written
     assert main(run) == 0  # and the new record makes it current again
     assert "trained again" not in capsys.readouterr().err
+
+
+def test_a_run_process_sees_the_same_plugin_code_as_the_suite(tiny_suite, tmp_path):
+    # A run's process rebuilds its spec from config.json: its env.json must match what the suite
+    # compares it with later, or every completed run would look stale (a bug the slow e2e test caught).
+    from ganbench.checkpoint import plugin_code
+    from ganbench.suite import load_suite, spec_from_resolved
+
+    path, _ = suite_with_trick(tiny_suite, tmp_path)
+    suite = load_suite(path)
+    (spec,) = suite.runs("default")
+    rebuilt = spec_from_resolved(spec.resolved(), suite.registry)
+    assert plugin_code(rebuilt.settings) == plugin_code(spec.settings)
+    assert plugin_code(spec.settings)["loss:bce"]["version"]
