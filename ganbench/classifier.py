@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganbench.data import Data, TensorData
-from ganbench.evaluation import real_samples
+from ganbench.features import real_subset
 from ganbench.inception import cache_dir
 from ganbench.rundir import write_atomic
 
@@ -130,10 +130,10 @@ def load_or_train(data: Data, device: torch.device | str) -> TrainedClassifier:
 
 def as_tensor_data(data: Data) -> TensorData:
     """In-memory data as it is; sampled data as `SAMPLED_DRAWS` fixed draws (the same ones
-    `real_samples` gives the metrics)."""
+    `features.real_subset` gives the metrics)."""
     if isinstance(data, TensorData):
         return data
-    x, y, _ = real_samples(data, SAMPLED_DRAWS)
+    x, y, _ = real_subset(data, SAMPLED_DRAWS)
     return TensorData(x, y, kind=data.kind, num_classes=data.num_classes)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ganbench.evaluation import generate
+from ganbench.features import eval_samples as generate
 from ganbench.suite import RunSpec, Suite
 from ganbench.trainer import build_run, train
 from ganbench.workcount import GPU_MODEL, Cost, DeviceModel, calibrate, count, sync
@@ -37,7 +37,7 @@ from ganbench.workcount import GPU_MODEL, Cost, DeviceModel, calibrate, count, s
 PROFILE_WARMUP_STEPS = 3  # allocator and optimizer-state warm-up, neither timed nor counted
 MIN_PROFILE_BATCH = 8  # the smaller batch of the host-time measurement (minibatch-std groups need 4)
 TIMED_REPEATS = 2  # each timing is the best of this many: the machine may be shared
-GENERATE_BATCH = 250  # evaluation.generate_batches' batch size
+GENERATE_BATCH = 250  # features.eval_batches' batch size
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def eval_steps(steps: int, eval_every: int) -> list[int]:
 
 
 def due_points(steps: int, eval_every: int, every: int) -> int:
-    """Eval points where a metric with `every` runs (as evaluation.is_due decides)."""
+    """Eval points where a metric with `every` runs (as features.due decides)."""
     return sum(1 for s in eval_steps(steps, eval_every) if s == steps or (s // eval_every) % every == 0)
 
 

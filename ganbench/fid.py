@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from ganbench import inception
 from ganbench.data import Data
 from ganbench.errors import UsageError
-from ganbench.evaluation import generate_batches, real_samples, to_uint8_rgb
+from ganbench.features import eval_batches, real_subset, to_uint8_rgb
 from ganbench.rundir import write_json
 from ganbench.state import Run
 
@@ -113,14 +113,14 @@ class ImageSet:
 
 
 def real_set(data: Data, n: int) -> ImageSet:
-    """The real reference images: `real_samples`' fixed subset (the same for every run and seed)."""
-    x, _, split = real_samples(data, n)
+    """The real reference images: `features.real_subset`'s fixed subset (the same for every run and seed)."""
+    x, _, split = real_subset(data, n)
     return ImageSet(to_uint8_rgb(x).cpu(), split)
 
 
 def generated_set(run: Run, generator: nn.Module, n: int) -> ImageSet:
     """`n` generated images from the run's eval noise (never its training stream)."""
-    batches = [to_uint8_rgb(batch).cpu() for batch in generate_batches(run, generator, n)]
+    batches = [to_uint8_rgb(batch).cpu() for batch in eval_batches(run, generator, n)]
     return ImageSet(torch.cat(batches), f"{n} generated from the eval noise of seed {run.seed}")
 
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 import ganbench
 from ganbench import classifier
-from ganbench.evaluation import generate_batches, is_due, real_samples
+from ganbench import features
 from ganbench_plugins.datasets.stacked_mnist import CHANNELS, MODES, SIDE, StackedMnistData, mode_labels
 
 CLASS_FD = "class_fd"
@@ -129,7 +129,7 @@ class ClassifierMetric:
     @ganbench.hookimpl
     def ganbench_evaluate(self, run: ganbench.Run, step: int, generator: nn.Module) -> ganbench.MetricValues | None:
         s = run.settings
-        if not is_due(run, step, self.p.every):
+        if not features.due(run, step, self.p.every):
             return None
         n = self.p.samples or s.eval_samples
         if isinstance(run.data, StackedMnistData):
@@ -138,7 +138,7 @@ class ClassifierMetric:
 
     def classifier_of(self, data: ganbench.Data, device: torch.device) -> classifier.TrainedClassifier:
         if self.trained is None:
-            self.trained = classifier.load_or_train(data, device)
+            self.trained = features.trained_classifier(data, device)
         return self.trained
 
     def provenance(self, trained: classifier.TrainedClassifier, n: int) -> dict[str, Any]:
@@ -166,16 +166,16 @@ class ClassifierMetric:
                 self.reference = Reference(trained.feature_mean, trained.feature_cov, trained.class_counts,
                                            len(data), f"all {len(data)} samples (cached with the classifier)")
             else:
-                x, _, split = real_samples(data, n)
-                features, labels = classifier.encode_batches(trained.model, x.split(classifier.EVAL_BATCH))
-                mean, cov = classifier.feature_statistics(features)
-                self.reference = Reference(mean, cov, histogram(labels, data.num_classes), len(x), split)
+                x, _, split = features.real_subset(data, n)
+                encoded = classifier.encode(trained.model, x.split(classifier.EVAL_BATCH))
+                mean, cov = classifier.feature_statistics(encoded.features)
+                self.reference = Reference(mean, cov, histogram(encoded.predicted, data.num_classes), len(x), split)
         return self.reference
 
     def class_metrics(self, run: ganbench.Run, generator: nn.Module, n: int) -> ganbench.MetricValues:
         trained = self.classifier_of(run.data, run.device)
         real = self.real_reference(run, trained)
-        encoded = classifier.encode(trained.model, generate_batches(run, generator, n))
+        encoded = classifier.encode(trained.model, features.eval_batches(run, generator, n))
         mean, cov = classifier.feature_statistics(encoded.features)
         counts = histogram(encoded.predicted, run.data.num_classes)
         return ganbench.MetricValues(
@@ -203,7 +203,7 @@ class ClassifierMetric:
         data: StackedMnistData = run.data
         trained = self.classifier_of(data.digits, run.device)  # the single-digit mnist5k classifier
         modes, confidence = [], []
-        for x in generate_batches(run, generator, n):
+        for x in features.eval_batches(run, generator, n):
             digits, p = classifier.classify(trained.model, x.reshape(-1, 1, SIDE, SIDE))
             modes.append(mode_labels(digits.reshape(len(x), CHANNELS)))
             confidence.append(p.cpu())

@@ -15,7 +15,7 @@ from torch import nn
 
 import ganbench
 from ganbench import fid, inception
-from ganbench.evaluation import is_due
+from ganbench import features
 
 # kid_std is the spread over KID's subsets, not a quality, so it has no better direction: the run
 # records no "best" kid_std, and the report reads it from the same eval record as kid_mean.
@@ -66,7 +66,7 @@ class Fid:
     @ganbench.hookimpl
     def ganbench_evaluate(self, run: ganbench.Run, step: int, generator: nn.Module) -> ganbench.MetricValues | None:
         s = run.settings
-        if not is_due(run, step, self.p.every):
+        if not features.due(run, step, self.p.every):
             return None
         weights = fid.resolve_weights(self.p.weights or None, explicit_source='metric "fid" weights',
                                       allow_download=self.p.download)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 import ganbench
-from ganbench.evaluation import generate, is_due
+from ganbench import features
 
 MODES_COVERED = "modes_covered"
 HIGH_QUALITY_FRACTION = "high_quality_fraction"
@@ -124,7 +124,7 @@ class MixtureModes:
 
     @ganbench.hookimpl
     def ganbench_evaluate(self, run: ganbench.Run, step: int, generator: nn.Module) -> ganbench.MetricValues | None:
-        if not is_due(run, step, self.p.every):
+        if not features.due(run, step, self.p.every):
             return None
         modes, std = getattr(run.data, "modes", None), getattr(run.data, "std", None)
         if modes is None or std is None:
@@ -132,7 +132,7 @@ class MixtureModes:
                 f'metric "mixture-modes" needs a Gaussian-mixture dataset that exposes `modes` and `std` '
                 f'(ring8, grid25); dataset "{run.settings.dataset.name}" has no '
                 f'{"modes" if modes is None else "std"}')
-        samples = generate(run, generator, self.p.samples)
+        samples = features.eval_samples(run, generator, self.p.samples)
         found = count_modes(samples, modes, float(std), self.p.std_multiple, self.p.min_hits, self.p.rule)
         return ganbench.MetricValues(
             metric=self.name,
