@@ -1,6 +1,7 @@
 """The objects that hooks receive. Plugins read them and, where a hook says so, change them in place."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,12 +41,14 @@ class Step:
 
 @dataclass
 class Batch:
-    """What D is about to see. Tricks may replace `real` and `fake` (instance noise does)."""
+    """What D is about to see. `ganbench_discriminator_inputs` may assign new `real` and `fake`
+    tensors (instance noise does). In the D phase `fake` is detached from G; in the G phase it
+    carries G's graph. `real` is in the G phase too (RaGAN's G loss scores it)."""
 
     real: Tensor
     fake: Tensor
-    real_labels: Tensor | None = None  # class labels of `real`, for labelled datasets
-    fake_labels: Tensor | None = None  # class labels `fake` was generated for (conditional models)
+    real_labels: Tensor | None = None  # class labels of `real`: set for any labelled dataset, conditional or not
+    fake_labels: Tensor | None = None  # labels `fake` was generated for; None unless the run is conditional
 
 
 @dataclass
@@ -61,7 +64,9 @@ class Targets:
 
 @dataclass
 class Scores:
-    """D's raw outputs (logits or critic values), one per sample. `real` is None when not computed."""
+    """D's raw outputs (logits or critic values), shape (n,) each. In the D phase both are set; in
+    the G phase `real` is None (the loop scores only the fakes): a G loss that needs real scores
+    computes them from `batch.real` with `ganbench.discriminate`."""
 
     real: Tensor | None
     fake: Tensor
@@ -151,11 +156,46 @@ class MetricValues:
 
 
 def discriminate(discriminator: nn.Module, x: Tensor, labels: Tensor | None) -> Tensor:
-    """D's scores on `x`: D(x), or D(x, labels) for a conditional run. Penalties that score their
-    own inputs (gradient penalties, R1) call D through this so they work in both kinds of run."""
-    return discriminator(x) if labels is None else discriminator(x, labels)
+    """D's scores on `x`, shape (n,): D(x) when `labels` is None, else D(x, labels).
+
+    Pass labels only in a conditional run, which is when `batch.fake_labels` is not None: a
+    labelled dataset gives `batch.real_labels` in every run, and an unconditional D takes no labels
+    (calling it with some raises a TypeError that says so). Penalties that score their own inputs
+    (gradient penalties, R1) call D through this so they work in both kinds of run:
+    `discriminate(D, x, batch.real_labels if batch.fake_labels is not None else None)`."""
+    if labels is None:
+        return discriminator(x)
+    try:
+        return discriminator(x, labels)
+    except TypeError as exc:
+        _refuse_labels(discriminator, "discriminate(D, x, labels)", "D", exc)
+        raise
 
 
 def generate(generator: nn.Module, z: Tensor, labels: Tensor | None) -> Tensor:
-    """G's samples for `z`: G(z), or G(z, labels) for a conditional run."""
-    return generator(z) if labels is None else generator(z, labels)
+    """G's samples for `z`: G(z) when `labels` is None, else G(z, labels) (a conditional run; pass
+    the labels `ganbench_sample_labels` gave, which are None in an unconditional run)."""
+    if labels is None:
+        return generator(z)
+    try:
+        return generator(z, labels)
+    except TypeError as exc:
+        _refuse_labels(generator, "generate(G, z, labels)", "G", exc)
+        raise
+
+
+def _refuse_labels(network: nn.Module, caller: str, who: str, exc: TypeError) -> None:
+    """Raise a TypeError naming the mistake when `network` takes no labels argument; else return,
+    so the original error (a bug inside the network) propagates unchanged."""
+    try:
+        parameters = inspect.signature(network.forward).parameters.values()
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2:
+        raise TypeError(
+            f"{caller}: this {type(network).__name__} takes no labels (an unconditional "
+            f"{who}); pass labels=None unless the run is conditional (batch.fake_labels is not None)"
+        ) from exc
