@@ -61,9 +61,30 @@ def test_every_shipped_suite_has_a_calibration_entry():
     assert {entry["status"] for entry in calibration().values()} <= {"calibrated", "not calibrated"}
 
 
+def baseline_training(name: str) -> dict:
+    """What the baseline of suite `name` trains with at the default scale: every resolved setting but
+    the metrics (evaluation draws its own noise, so metrics never change training)."""
+    suite = load_suite(ROOT / "suites" / f"{name}.toml")
+    spec = next(s for s in suite.runs("default") if s.config == suite.baseline and s.seed == 0)
+    settings = dict(spec.resolved(identity=True)["settings"])
+    settings.pop("metrics")
+    return settings
+
+
+@pytest.mark.parametrize("name", [n for n, e in calibration().items() if "same_training_as" in e])
+def test_a_suite_calibrated_through_another_trains_its_baseline_identically(name):
+    entry = calibration()[name]
+    other = entry["same_training_as"]
+    assert "same_training_as" not in calibration()[other]  # one level: the other has runs of its own
+    assert baseline_training(name) == baseline_training(other), (
+        f"{name}: its baseline no longer trains as {other}'s; calibrate it with runs of its own")
+
+
 @pytest.mark.parametrize("name", [n for n, e in calibration().items() if e["status"] == "calibrated"])
 def test_a_calibrated_default_scale_is_the_one_calibrated(name):
     entry = calibration()[name]
+    if "same_training_as" in entry:  # its runs are the other suite's (checked above)
+        entry = {**calibration()[entry["same_training_as"]], "why": entry["why"]}
     suite = load_suite(ROOT / "suites" / f"{name}.toml")
     spec = next(s for s in suite.runs("default") if s.config == suite.baseline)
     s = spec.settings
