@@ -301,6 +301,14 @@ def torch_fidelity_kwargs(device: torch.device, weights: Weights, kid_subset_siz
     )
 
 
+def _entry_lock(name: str):
+    """An inter-process lock on one real-statistics cache entry."""
+    from filelock import FileLock
+
+    cache_root().mkdir(parents=True, exist_ok=True)
+    return FileLock(str(cache_root() / f"{name}.lock"))
+
+
 def fid_kid(
     generated: ImageSet,
     real: ImageSet,
@@ -323,22 +331,31 @@ def fid_kid(
     subset = min(kid_subset_size, len(generated), len(real))
     kwargs = torch_fidelity_kwargs(device, weights, subset, kid_subsets, batch_size)
     real_cache = "off"
+    entry_lock: contextlib.AbstractContextManager = contextlib.nullcontext()
     if cache_real:
         key = cache_key(real, weights)
         name = cache_name(key)
         check_cache_entry(name)
         real_cache = "hit" if all(p.is_file() for p in cache_files(name)) else "miss"
+        if real_cache == "miss":
+            # Runs started together (--jobs N) all miss at their first FID: one computes the real
+            # side while the others wait, then hit, instead of N Inception passes over the same
+            # images writing the same files at once.
+            entry_lock = _entry_lock(name)
         kwargs.update(cache=True, cache_root=str(cache_root()), input2_cache_name=name)
     else:
         kwargs.update(cache=False)
 
     on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with on_device, float32_convolutions():  # torch-fidelity's .cuda() means the current device
-        metrics = torch_fidelity.calculate_metrics(
-            input1=UInt8Images(generated.images), input2=UInt8Images(real.images), **kwargs)
-    if real_cache == "miss":
-        # Beside torch-fidelity's files: what the entry holds, for whoever finds it on disk.
-        write_json(cache_root() / f"{name}.json", {**key, "real_split": real.description})
+    with entry_lock:
+        if real_cache == "miss" and all(p.is_file() for p in cache_files(name)):
+            real_cache = "hit"  # written by the run that held the lock
+        with on_device, float32_convolutions():  # torch-fidelity's .cuda() means the current device
+            metrics = torch_fidelity.calculate_metrics(
+                input1=UInt8Images(generated.images), input2=UInt8Images(real.images), **kwargs)
+        if real_cache == "miss":
+            # Beside torch-fidelity's files: what the entry holds, for whoever finds it on disk.
+            write_json(cache_root() / f"{name}.json", {**key, "real_split": real.description})
 
     return Result(
         fid=float(metrics[torch_fidelity.KEY_METRIC_FID]),

@@ -450,3 +450,33 @@ def test_download_is_opt_in_and_an_offline_failure_is_the_clean_error(tmp_path, 
     assert path == tmp_path / "cache" / "inception" / inception.TORCH_FIDELITY_FILE and path.read_bytes() == b"weights"
     with pytest.raises(UsageError, match="no Inception weights"):
         inception.weights_path(allow_download=False)
+
+
+def _fid_when_both_are_ready(cache_dir: str, barrier, digits: torch.Tensor, generated: torch.Tensor) -> str:
+    """One run's first FID (in a spawned process), started at the same moment as another's."""
+    import os
+
+    os.environ[inception.ENV_CACHE_DIR] = cache_dir
+    torch.set_num_threads(1)
+    weights = fid.resolve_weights()
+    barrier.wait()
+    result = fid.fid_kid(fid.ImageSet(generated, "generated"), rgb(digits, "shared real digits"),
+                         weights=weights, device=CPU)
+    return result.real_cache
+
+
+@pytest.mark.slow  # two processes, each an FID with its 2048×2048 eigvals: ~40 s
+@needs_fid_helper
+def test_runs_started_together_compute_the_real_side_once(cache, mnist):
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Manager().Barrier(2)
+    real = mnist[:48]
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+        futures = [pool.submit(_fid_when_both_are_ready, str(cache), barrier, real, rgb(mnist[100 + i:104 + i]).images)
+                   for i in (0, 10)]
+        outcomes = sorted(f.result(timeout=300) for f in futures)
+    # Without the entry's lock both miss and both run Inception over the 48 real digits.
+    assert outcomes == ["hit", "miss"]
