@@ -167,7 +167,7 @@ def _run_locked(args: argparse.Namespace, console: Console, suite: Any, specs: l
         "configs": [c for c in suite.config_names() if any(s.config == c for s in listed)],
         "scale": scale, "scale_reason": scale_reason, "device": str(device), "device_name": device_name(device),
         "started": now(), "runs": [s.run_id for s in listed],
-        "threads_per_run": choice.threads, "threads_why": choice.why,
+        "threads_per_run": choice.threads, "threads_why": choice.why, **suite.report_control(),
     })
     outcomes = run_suite(suite, specs, out, device, jobs=args.jobs, console=console, restart=args.restart,
                          reuse_completed=args.reuse_completed,

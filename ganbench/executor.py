@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -193,11 +194,10 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
 
         def finished(outcome: Outcome) -> None:
             outcomes.append(outcome)
-            if not console.is_terminal:  # no live bars in a log: one line per finished run instead
-                status = read_json(outcome.run_dir / "status.json")
-                wall = status.get("wall_s", "?") if isinstance(status, dict) else "?"
-                console.print(f"{outcome.spec.config} seed {outcome.spec.seed}: {outcome.status}"
-                              f"{f' ({outcome.reason})' if outcome.reason else ''} in {wall} s")
+            # No live bars in a log: one line per finished run instead. A failure gets its line
+            # either way, since the summary table has no room for where to find its traceback.
+            if not console.is_terminal or outcome.status == "failed":
+                console.print(finished_line(outcome), highlight=False)
 
         if jobs == 0:
             from ganbench.trainer import execute
@@ -212,7 +212,10 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
                             stop=suite_stop.stop, restart=restart)
                 except OSError as exc:  # the run could not record its own end (a full disk)
                     errors[spec.run_id] = f"{type(exc).__name__}: {exc}"
-                finished(_outcome(spec, run_dir, errors.get(spec.run_id)))
+                outcome = _outcome(spec, run_dir, errors.get(spec.run_id))
+                if outcome.status == "failed":  # in this process is for debugging: show the whole traceback
+                    _print_traceback(outcome)
+                finished(outcome)
         else:
             ctx = _context()
             messages = ctx.Queue()
@@ -282,6 +285,28 @@ def _outcome(spec: RunSpec, run_dir: Path, error: str | None = None, exitcode: i
     return Outcome(spec, run_dir, status["status"], status.get("reason"))
 
 
+def finished_line(outcome: Outcome) -> str:
+    """"a seed 0: failed in 1.2 s: ValueError: boom (in ...); traceback: runs/.../error.txt", as rich markup."""
+    status = read_json(outcome.run_dir / "status.json")
+    wall = status.get("wall_s", "?") if isinstance(status, dict) else "?"
+    head = f"{escape(outcome.spec.config)} seed {outcome.spec.seed}: "
+    if outcome.status != "failed":
+        return head + f"{outcome.status}{f' ({escape(outcome.reason)})' if outcome.reason else ''} in {wall} s"
+    error = outcome.run_dir / "error.txt"
+    where = f"; traceback: {escape(str(error))}" if error.is_file() else ""
+    return head + f"[red]failed[/red] in {wall} s: {escape(outcome.reason or 'no reason recorded')}{where}"
+
+
+def _print_traceback(outcome: Outcome) -> None:
+    error = outcome.run_dir / "error.txt"
+    try:
+        text = error.read_text(errors="replace")
+    except OSError:  # not written (a full disk): the reason in the summary is all there is
+        return
+    print(f"ganbench: {outcome.spec.config} seed {outcome.spec.seed} failed; its traceback (also in {error}):\n"
+          f"{text.rstrip()}", file=sys.stderr, flush=True)
+
+
 def _exit_description(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -312,11 +337,13 @@ def summary_table(outcomes: list[Outcome]) -> Table:
         status = status if isinstance(status, dict) else {}
         label = f"[{colours.get(o.status, 'white')}]{o.status}[/]" + (" (skipped)" if o.skipped else "")
         if o.reason:
-            label += f"\n[dim]{o.reason[:120]}[/dim]"
+            label += f"\n[dim]{escape(o.reason[:120])}[/dim]"
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         incidents = status.get("incidents") or {}
         kinds = ", ".join(f"{k} {n}" for k, n in incidents.get("by_kind", {}).items()) or "-"
-        table.add_row(o.spec.config, str(o.spec.seed), label, str(last.get("step", 0)), fmt(last.get("d_loss")),
+        # status.json's step is the steps done; train records stop at the last log_every multiple.
+        steps = status.get("step") if isinstance(status.get("step"), int) else last.get("step", 0)
+        table.add_row(o.spec.config, str(o.spec.seed), label, str(steps), fmt(last.get("d_loss")),
                       fmt(last.get("g_loss")), kinds, str(status.get("wall_s", "-")), str(o.run_dir))
     return table
 

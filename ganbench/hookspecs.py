@@ -42,6 +42,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 # and an `__init__(self, params)`. It may also define:
 #   config_defaults(cls, params) -> dict   dotted run-setting keys it recommends, e.g. {"d_updates": 5}
 #   check(cls, params, setup) -> str|None   a reason this selection cannot work, refused at validation
+#   plot = ("lecam_reg",)                   train-record keys it adds in `ganbench_log_record`, for the report
+#                                           to draw in its diagnostics figure (recorded in config.json)
 
 
 @hookspec
@@ -187,7 +189,8 @@ def ganbench_step_end(run: Run, step: Step) -> None:
 @hookspec
 def ganbench_log_record(run: Run, step: int, record: dict[str, Any]) -> None:
     """Add values to the record about to go into metrics.jsonl, in place. Called every
-    `log_every` steps, so reading device values here costs one sync per interval, not per step."""
+    `log_every` steps, so reading device values here costs one sync per interval, not per step.
+    Name the keys you add in the plugin class's `plot` tuple to have the report draw them."""
 
 
 @hookspec

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import re
 import sys
 from dataclasses import dataclass
@@ -118,7 +119,11 @@ class Registry:
 
     def __init__(self, files: tuple[Path, ...] | list[Path] = ()) -> None:
         self.pm = new_plugin_manager()
-        self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        try:
+            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except pluggy.PluginValidationError as exc:
+            where = f"plugin module {getattr(exc.plugin, '__name__', exc.plugin)}"
+            raise validation_error(exc, self.pm, where) from None
         sources: dict[int, str] = {}
         versions: dict[int, str] = {}
         for plugin, dist in self.pm.list_plugin_distinfo():
@@ -128,9 +133,15 @@ class Registry:
             module = load_file(Path(path))
             if self.pm.is_registered(module):
                 continue
-            self.pm.register(module, name=f"file:{Path(path).resolve()}")
             sources[id(module)] = f"file {Path(path).resolve()}"
-        self.pm.check_pending()
+            try:
+                self.pm.register(module, name=f"file:{Path(path).resolve()}")
+            except pluggy.PluginValidationError as exc:
+                raise validation_error(exc, self.pm, sources[id(module)]) from None
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise validation_error(exc, self.pm, sources.get(id(exc.plugin), str(exc.plugin))) from None
         self.table: dict[str, dict[str, PluginEntry]] = {kind: {} for kind in KINDS}
         for kind, hook_name in KINDS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
@@ -210,7 +221,45 @@ def _check_hooks(entry: PluginEntry) -> None:
     try:
         pm.register(probe)
     except pluggy.PluginValidationError as exc:
-        raise UsageError(f"{entry.source}: {entry.kind} \"{entry.name}\": {exc}") from None
+        raise validation_error(exc, pm, f'{entry.source}: {entry.kind} "{entry.name}"') from None
+
+
+def validation_error(exc: pluggy.PluginValidationError, pm: pluggy.PluginManager, where: str) -> UsageError:
+    """Pluggy's refusal as one line: pluggy names the plugin by its id() over several lines, and
+    does not say which argument was meant. `where` names the plugin (its source, kind and name)."""
+    plugin = exc.plugin
+    for attr in sorted(dir(plugin)):
+        function = getattr(plugin, attr, None) if attr.startswith("ganbench_") else None
+        if getattr(function, f"{hookspecs.PROJECT}_impl", None) is None:
+            continue
+        at = _location(function)
+        if attr not in HOOK_NAMES:
+            return UsageError(f"{where}: {attr} ({at}) is not a ganbench hook{did_you_mean(attr, HOOK_NAMES)}")
+        spec = getattr(pm.hook, attr).spec
+        passed = [*spec.argnames, *spec.kwargnames]
+        # As pluggy counts them: arguments without a default must be among the hook's arguments.
+        wanted = [p.name for p in inspect.signature(function).parameters.values()
+                  if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty]
+        unknown = [f'"{name}"{did_you_mean(name, passed)}' for name in wanted if name not in passed]
+        if unknown:
+            return UsageError(f"{where}: {attr} ({at}) takes {', '.join(unknown)}, which the hook does not pass; "
+                              f"{attr} passes: {', '.join(passed)}")
+    return UsageError(f"{where}: {' '.join(str(exc).split())}")  # another refusal: pluggy's words, on one line
+
+
+def _location(function: Any) -> str:
+    """"/abs/my_trick.py:23": where a function is defined, or "?" for one without Python source."""
+    function = inspect.unwrap(getattr(function, "__func__", function))
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return "?"
+    line = code.co_firstlineno  # the first decorator's line: the `def` is the one to point at
+    try:
+        source, first = inspect.getsourcelines(function)
+        line = first + next(i for i, text in enumerate(source) if text.lstrip().startswith(("def ", "async def ")))
+    except (OSError, TypeError, StopIteration):
+        pass
+    return f"{code.co_filename}:{line}"
 
 
 def run_plugin_manager(plugins: list[tuple[str, Any]], diagnostics: bool = True) -> pluggy.PluginManager:

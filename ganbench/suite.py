@@ -63,6 +63,8 @@ class SuiteHeader:
     baseline: str = ""  # the config others are compared against (default: the first)
     plugins: list[str] = field(default_factory=list)  # plugin files, relative to the suite file
     expects: str = ""  # what the literature expects, with its source
+    primary: str | None = None  # the metric key the report ranks by (default: FID, or the next built-in one recorded)
+    plot: list[str] = field(default_factory=list)  # train-record keys the report adds to its diagnostics figure
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ class RunSpec:
                 "policy": dict(s.policy),
             },
             "origins": dict(sorted(s.origins.items())),
+            # What the report reads from the run's folder alone; it changes no number, so no identity.
+            **({} if identity else {"plot": plugin_plot(s)}),
         }
 
     @property
@@ -116,6 +120,22 @@ class RunSpec:
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.config).strip("-")[:60] or "config"
         return f"{slug}-s{self.seed}-{digest}"
+
+
+def plugin_plot(settings: RunSettings, where: str = "") -> dict[str, str]:
+    """Train-record keys the run's plugins declare in a class attribute `plot` (the keys a trick adds
+    in `ganbench_log_record`), each with the plugin that asked: {"lecam_reg": 'trick "lecam"'}."""
+    s = settings
+    found: dict[str, str] = {}
+    for choice in (s.dataset, s.architecture, s.loss, s.latent, *s.tricks, *s.metrics, *s.detectors):
+        keys = getattr(choice.cls, "plot", ())
+        if isinstance(keys, str) or not isinstance(keys, (tuple, list)) or not all(
+                isinstance(k, str) and k.strip() for k in keys):
+            raise UsageError(f'{where or s.config}: {choice.kind} "{choice.name}" ({choice.cls.__qualname__}): '
+                             f"plot = {keys!r}: expected a tuple of train-record keys, like plot = (\"lecam_reg\",)")
+        for key in keys:
+            found.setdefault(key, f'{choice.kind} "{choice.name}"')
+    return found
 
 
 def spec_from_resolved(resolved: dict[str, Any], registry: Registry) -> RunSpec:
@@ -182,6 +202,10 @@ class Suite:
     def baseline(self) -> str:
         return self.header.baseline or self.configs[0].name
 
+    def report_control(self) -> dict[str, Any]:
+        """What suite.json carries for the report: the chosen primary metric and the extra keys to plot."""
+        return {"primary": self.header.primary, "plot": list(self.header.plot)}
+
     def config_names(self) -> list[str]:
         return [c.name for c in self.configs]
 
@@ -232,6 +256,7 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
             raise UsageError(f"{file}: suite.seeds[{i}] = {seed}: seeds must be >= 0")
     if len(set(header.seeds)) != len(header.seeds):
         raise UsageError(f"{file}: suite.seeds = {format_value(header.seeds)}: seeds must be distinct")
+    _check_report_control(header, file)
     plugin_files = []
     for i, name in enumerate(header.plugins):
         plugin_path = (path.parent / name).resolve()
@@ -251,8 +276,25 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
     suite = Suite(path, header, registry, dataset, data, configs, defaults, scales)
     for scale in scales:
         for config in configs:
-            suite.settings(config, scale)
+            plugin_plot(suite.settings(config, scale), f"{file}: {config.where}")
     return suite
+
+
+def _check_report_control(header: SuiteHeader, file: str) -> None:
+    """suite.primary and suite.plot name keys the runs will record. Which keys a metric plugin or a
+    trick writes is known only once it runs, so the report says when a key was never recorded;
+    here only the form is checked."""
+    if header.primary is not None and (not header.primary.strip() or header.primary != header.primary.strip()):
+        raise UsageError(f"{file}: suite.primary = {format_value(header.primary)}: expected a metric key, like "
+                         '"fid" or the key a metric plugin records, without spaces around it; leave it out to rank '
+                         "by FID (or the next built-in metric recorded)")
+    for i, key in enumerate(header.plot):
+        if not key.strip() or key != key.strip():
+            raise UsageError(f"{file}: suite.plot[{i}] = {format_value(key)}: expected a train-record key, like "
+                             '"d_acc" or a key a trick adds to metrics.jsonl, without spaces around it')
+        if key in header.plot[:i]:
+            raise UsageError(f"{file}: suite.plot = {format_value(header.plot)}: {format_value(key)} is listed twice; "
+                             "list each key once")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

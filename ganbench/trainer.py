@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from ganbench import checkpoint
 from ganbench.checkpoint import LoopState, StatelessCheck, identity, save
+from ganbench import failure as failures
+from ganbench.failure import Position
 from ganbench.incidents import IncidentLog, incident_summary
 from ganbench.interrupt import Interrupted, StopRequest
 from ganbench.registry import run_plugin_manager
@@ -39,8 +41,9 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def build_run(spec: Any, run_dir: Path, device: torch.device) -> Run:
-    """Seed everything, load the data, register the run's plugins, build models and optimizers."""
+def build_run(spec: Any, run_dir: Path, device: torch.device, at: Position | None = None) -> Run:
+    """Seed everything, load the data, register the run's plugins, build models and optimizers.
+    `at.plugins` gets the registered plugins at once, so a failure in building the models is placed."""
     s = spec.settings
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
@@ -54,6 +57,8 @@ def build_run(spec: Any, run_dir: Path, device: torch.device) -> Run:
     plugins += [(f"{c.kind}:{c.name}", c.instantiate()) for c in (s.loss, s.latent, s.architecture)]
     plugins += [(f"detector:{d.name}", d.instantiate()) for d in s.detectors]
     pm = run_plugin_manager(plugins, diagnostics=s.diagnostics)
+    if at is not None:
+        at.plugins = dict(pm.list_name_plugin())
     run = Run(settings=s, seed=spec.seed, device=device, data=data, dir=run_dir, hook=pm.hook, rng=rng,
               updates=Updates(d=s.d_updates, g=s.g_updates), id=spec.run_id,
               plugins=dict(pm.list_name_plugin()))
@@ -83,10 +88,11 @@ def score(discriminator: nn.Module, batch: Batch, combined: bool) -> Scores:
 
 
 def train(run: Run, progress: Progress | None = None, stop: StopRequest | None = None,
-          resume: LoopState | None = None) -> tuple[str, str | None]:
+          resume: LoopState | None = None, at: Position | None = None) -> tuple[str, str | None]:
     """Train to the end, to the first non-finite value, to an incident whose policy is `stop`, or
     to a stop request (a signal). From step 0, or from `resume` (a checkpoint's loop state).
-    Returns (status, reason); `run.done` is the last step finished."""
+    Returns (status, reason); `run.done` is the last step finished. `at` follows the loop's phase,
+    so that an exception can be placed (ganbench.failure)."""
     s, hook, device = run.settings, run.hook, run.device
     assert run.models is not None and run.optimizers is not None
     G, D = run.models.generator, run.models.discriminator
@@ -95,7 +101,9 @@ def train(run: Run, progress: Progress | None = None, stop: StopRequest | None =
     metrics_path = run.dir / "metrics.jsonl"
     incidents = IncidentLog(run)
     stop = stop or StopRequest()
+    at = at or Position()
 
+    at.phase = "setup"
     loop = resume or LoopState(
         done=0, images_seen=0,
         totals=torch.zeros(len(TRAIN_KEYS), device=device),  # summed since the last log, on the device
@@ -112,6 +120,7 @@ def train(run: Run, progress: Progress | None = None, stop: StopRequest | None =
     ident = identity(run.id, s)
 
     def write_checkpoint() -> None:
+        at.phase = "checkpoint"
         loop.elapsed_s = clock.elapsed()
         save(run, loop, ident, stateless.changed())
 
@@ -119,16 +128,19 @@ def train(run: Run, progress: Progress | None = None, stop: StopRequest | None =
         run.done = loop.done
         if status != "diverged":
             write_checkpoint()
+            at.phase = "end"
             save_generator(run, loop.done)
         return status, reason
 
     if loop.eval_pending:  # the last process was stopped inside this eval point: do it again
+        at.phase = "eval"
         status = eval_point(run, loop, stop, incidents, metrics_path)
         if status:
             return end(*status)
 
     for index in range(loop.done, s.steps):
         # ---- discriminator: run.updates.d steps ----------------------------------------------
+        at.phase = "d"
         D.requires_grad_(True)
         d_updates, g_updates = run.updates.d, run.updates.g
         for update in range(d_updates):
@@ -155,6 +167,7 @@ def train(run: Run, progress: Progress | None = None, stop: StopRequest | None =
         d_scores = scores
 
         # ---- generator: run.updates.g steps ----------------------------------------------------
+        at.phase = "g"
         D.requires_grad_(False)  # G's backward needs D's input gradients, not its weight gradients
         for update in range(g_updates):
             step = Step(index, "g", update)
@@ -183,8 +196,9 @@ def train(run: Run, progress: Progress | None = None, stop: StopRequest | None =
         loop.first_bad = torch.where(newly_bad, loop.step_counter - 1, loop.first_bad)
         loop.first_bad_keys = torch.where(newly_bad, ~torch.isfinite(values[:3]), loop.first_bad_keys)
 
-        done = loop.done = index + 1
+        done = loop.done = run.done = index + 1
         if done % s.log_every == 0 or done == s.steps:
+            at.phase = "log"
             record = read_stats(run, loop, clock)
             bad_step = int(loop.first_bad)
             if bad_step >= 0:
@@ -202,6 +216,7 @@ def train(run: Run, progress: Progress | None = None, stop: StopRequest | None =
             if status:
                 return end(*status)
         if done % s.eval_every == 0 or done == s.steps:
+            at.phase = "eval"
             status = eval_point(run, loop, stop, incidents, metrics_path)
             if status:
                 return end(*status)
@@ -332,8 +347,9 @@ def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress |
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = checkpoint.plan(spec, run_dir, restart, device)
     previous = plan.status if plan.state else {}
+    (run_dir / "error.txt").unlink(missing_ok=True)  # an earlier attempt's: the console points failures to it
     if plan.state is None:
-        for stale in ("metrics.jsonl", "incidents.jsonl", "error.txt", checkpoint.FILE, "checkpoints/generator.pt"):
+        for stale in ("metrics.jsonl", "incidents.jsonl", checkpoint.FILE, "checkpoints/generator.pt"):
             (run_dir / stale).unlink(missing_ok=True)
         for grid in (run_dir / "samples").glob("step-*.png"):
             grid.unlink()
@@ -345,29 +361,46 @@ def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress |
     history = [*previous.get("resumed", []), *([{"from_step": resumed_from, "at": now()}] if plan.state else [])]
     write_json(run_dir / "status.json", {"status": "running", "started": started_at, "step": resumed_from or 0,
                                          "resumed": history, "note": plan.note})
-    run = None
+    run, at, failure, tracebacks = None, Position(), None, []
+
+    def fail(exc: Exception) -> dict[str, Any]:
+        """Write the traceback (after any earlier one) to error.txt, and place the exception."""
+        tracebacks.append("".join(traceback.format_exception(exc)))
+        try:
+            text = "\n".join(tracebacks)
+            write_atomic(run_dir / "error.txt", lambda f: f.write(text.encode()))
+            written = "error.txt"
+        except OSError:  # the disk is full: the reason still goes into status.json, or to the suite
+            written = None
+        step = run.done if run is not None and at.phase != "setup" else (resumed_from or 0)
+        return failures.record(exc, at.plugins, step, at.phase, written)
+
     try:
         with stop.interruptible():  # set-up (data, models) can take a while: a signal ends it at once
-            run = build_run(spec, run_dir, device)
+            run = build_run(spec, run_dir, device, at)
             loop = checkpoint.restore(run, plan.state) if plan.state else None
             run.done = loop.done if loop else 0
-        status, reason = train(run, progress, stop, loop)
+        status, reason = train(run, progress, stop, loop, at)
     except Interrupted as exc:
         status, reason = "interrupted", f"{exc} while the run was being set up"
     except Exception as exc:  # a bug in a plugin, the data, or a full disk: the run fails, the suite goes on
-        status, reason = "failed", f"{type(exc).__name__}: {exc}"
-        try:
-            text = traceback.format_exc()
-            write_atomic(run_dir / "error.txt", lambda f: f.write(text.encode()))
-        except OSError:  # the disk is full: the reason still goes into status.json, or to the suite
-            pass
+        failure = fail(exc)
+        status, reason = "failed", failures.reason(failure)
     summary = {}
     if run is not None:
-        run.hook.ganbench_run_end(run=run, status=status, reason=reason)
+        try:
+            at.phase = "end"
+            run.hook.ganbench_run_end(run=run, status=status, reason=reason)
+        except Exception as exc:  # a plugin's clean-up fails the run; an earlier failure stays the reason
+            later = fail(exc)
+            if failure is None:
+                failure, status, reason = later, "failed", failures.reason(later)
         summary = metric_summary(run_dir / "metrics.jsonl", run.extras.get("metric_better", {}))
+    # A failure's step is where it happened: a failed restore has not yet set run.done.
+    step = failure["step"] if failure else run.done if run else (resumed_from or 0)
     write_json(run_dir / "status.json", {
-        "status": status, "reason": reason, "started": started_at, "finished": now(),
-        "step": run.done if run else (resumed_from or 0), "steps": spec.settings.steps,
+        "status": status, "reason": reason, "failure": failure, "started": started_at, "finished": now(),
+        "step": step, "steps": spec.settings.steps,
         "wall_s": round(wall_before + time.perf_counter() - started, 3), "metrics": summary,
         "incidents": incident_summary(run_dir / "incidents.jsonl"), "resumed": history, "note": plan.note,
     })

@@ -177,7 +177,8 @@ def test_a_failing_run_is_recorded_and_the_suite_goes_on(tiny_suite, tmp_path):
     outcomes = run_suite(suite, suite.runs("default"), tmp_path / "out", CPU, jobs=0)
     assert [(o.spec.config, o.status) for o in outcomes] == [("a", "failed"), ("b", "completed")]
     status = json.loads((outcomes[0].run_dir / "status.json").read_text())
-    assert status["reason"] == "RuntimeError: injected failure at step 1"
+    assert status["reason"] == ("RuntimeError: injected failure at step 1 (in ganbench_step_end of "
+                                f"trick:raise-at-step-double, {tmp_path / 'double.py'}:13, during the G update of step 1)")
     assert "Traceback" in (outcomes[0].run_dir / "error.txt").read_text()
 
 

@@ -118,7 +118,22 @@ def check_suite(suite: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if clean.get("baseline") is not None and not isinstance(clean["baseline"], str):
         problems.append(wrong("baseline", clean["baseline"], "a string"))
         clean["baseline"] = None
+    if clean.get("primary") is not None and not isinstance(clean["primary"], str):
+        problems.append(wrong("primary", clean["primary"], "a metric key (a string)"))
+        clean["primary"] = None
+    clean["plot"], found = string_list(suite.get("plot"), "plot")
+    problems += found
     return clean, problems
+
+
+def string_list(value: Any, key: str) -> tuple[list[str], list[str]]:
+    """The strings of a list of keys (suite.json's "plot"), and a problem when it is anything else."""
+    if value is None:
+        return [], []
+    if not isinstance(value, list):
+        return [], [wrong(key, value, "a list of keys")]
+    keys = [k for k in value if isinstance(k, str)]
+    return keys, [f'{len(value) - len(keys)} entry(s) of "{key}" are not strings'] if len(keys) < len(value) else []
 
 
 def check_config(data: Any) -> tuple[dict[str, Any], list[str]]:
@@ -151,6 +166,13 @@ def check_config(data: Any) -> tuple[dict[str, Any], list[str]]:
             problems.append(wrong("data.kind", kind["kind"], "a string"))
     elif kind is not None:
         problems.append(wrong("data", kind, "an object"))
+    plot = data.get("plot")  # train-record keys the run's plugins asked the report to draw -> who asked
+    if isinstance(plot, dict):
+        clean["plot"] = {k: v for k, v in plot.items() if isinstance(v, str)}
+        if len(clean["plot"]) < len(plot):
+            problems.append(f'{len(plot) - len(clean["plot"])} entry(s) of "plot" are not strings')
+    elif plot is not None:
+        problems.append(wrong("plot", plot, "an object"))
     return clean, problems
 
 
@@ -178,6 +200,8 @@ def check_status(data: Any) -> tuple[dict[str, Any], list[str]]:
     for key in ("reason", "started", "finished"):
         _optional(data, clean, problems, key, lambda v: isinstance(v, str), "a string")
     _optional(data, clean, problems, "wall_s", is_number, "a number")
+    _optional(data, clean, problems, "step", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+              "a step count")
     _optional(data, clean, problems, "metrics", lambda v: isinstance(v, dict), "an object")
     _optional(data, clean, problems, "incidents", lambda v: isinstance(v, dict), "an object")
     if "metrics" in clean:

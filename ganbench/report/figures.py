@@ -1,5 +1,6 @@
-"""The report's plots, drawn with matplotlib (Agg) into PNG bytes: metric curves, losses, D's
-outputs, gradient norms with incidents, and any further diagnostics the runs recorded.
+"""The report's plots, drawn with matplotlib (Agg) into PNG bytes: a curve for every metric with a
+better direction, losses, D's outputs, gradient norms with incidents, and any further diagnostics the
+runs recorded, with the train-record keys the suite's `plot` or its plugins' `plot` ask for.
 
 Each configuration keeps one colour in every figure. Curves are the mean over seeds; metric curves
 add a band of ± one standard deviation over seeds, and training curves draw each seed thinly
@@ -35,6 +36,7 @@ class Figure:
     title: str
     caption: str
     png: bytes
+    keys: tuple[str, ...] = ()  # the record keys it draws
 
 
 def colours(configs: list[str]) -> dict[str, str]:
@@ -90,7 +92,7 @@ def metric_curve(results: SuiteResults, key: str, colour: dict[str, str]) -> Fig
     _legend(ax)
     return Figure(f"metric-{safe_name(key)}", f"{label(key)} over training",
                   f"{label(key)} against images seen: mean over seeds, band ± 1 std where 2 or more seeds have a value.",
-                  _png(fig))
+                  _png(fig), (key,))
 
 
 def _training_panel(ax: plt.Axes, results: SuiteResults, key: str, colour: dict[str, str], title: str,
@@ -148,11 +150,18 @@ def paired(results: SuiteResults, colour: dict[str, str], keys: tuple[str, str],
     if marked:
         caption += f" Dashed vertical lines: the {marked} incident(s), coloured by severity."
     fig.tight_layout()
-    return Figure(name, title, caption, _png(fig))
+    return Figure(name, title, caption, _png(fig), tuple(k for k, _ in present))
+
+
+def unplotted(results: SuiteResults) -> list[tuple[str, str]]:
+    """Keys the suite's or a plugin's `plot` asked for that no run recorded, each with who asked."""
+    return [(k, source) for k, source in results.plot.items() if not _numeric(results.train, k)]
 
 
 def diagnostics(results: SuiteResults, colour: dict[str, str]) -> Figure | None:
     present = [(k, t) for k, t in DIAGNOSTICS.items() if _numeric(results.train, k)]
+    asked = [(k, source) for k, source in results.plot.items() if k not in DIAGNOSTICS and _numeric(results.train, k)]
+    present += [(k, k) for k, _ in asked]
     if not present:
         return None
     cols = min(3, len(present))
@@ -160,14 +169,18 @@ def diagnostics(results: SuiteResults, colour: dict[str, str]) -> Figure | None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     flat = list(axes.flat)
     for ax, (key, title) in zip(flat, present):
-        _training_panel(ax, results, key, colour, title, log=key.startswith(("weight_norm", "sn_max", "grad_ratio")))
+        # A log axis only for the built-in norms and ratios: a key asked for by `plot` may be negative.
+        _training_panel(ax, results, key, colour, title,
+                        log=key in DIAGNOSTICS and key.startswith(("weight_norm", "sn_max", "grad_ratio")))
     for ax in flat[len(present):]:
         ax.axis("off")
     _legend(flat[0])
     fig.tight_layout()
-    return Figure("diagnostics", "Further training diagnostics",
-                  "Each seed thin, the mean over seeds thick; weight norms, singular values and ratios on a log scale where they span more than a decade.",
-                  _png(fig))
+    caption = ("Each seed thin, the mean over seeds thick; weight norms, singular values and ratios on a log scale "
+               "where they span more than a decade.")
+    if asked:
+        caption += " Panels asked for with plot: " + ", ".join(f"{k} ({source})" for k, source in asked) + "."
+    return Figure("diagnostics", "Further training diagnostics", caption, _png(fig), tuple(k for k, _ in present))
 
 
 def figures(results: SuiteResults, ranking: Ranking) -> list[Figure]:
@@ -179,7 +192,9 @@ def figures(results: SuiteResults, ranking: Ranking) -> list[Figure]:
 def _figures(results: SuiteResults, ranking: Ranking) -> list[Figure]:
     colour = colours(results.configs)
     found: list[Figure | None] = []
-    metric_keys = [k for k in (ranking.metric, "kid_mean", ranking.coverage) if k]
+    # The primary first (or the key the suite chose, when it has no direction), then every other key
+    # with a better direction, in the ranking table's order.
+    metric_keys = [k for k in (ranking.metric or ranking.chosen, "kid_mean", ranking.coverage, *ranking.others) if k]
     for key in dict.fromkeys(metric_keys + [k for k in results.metric_keys() if k in ("diversity_ratio", "duplicate_rate")]):
         found.append(metric_curve(results, key, colour))
     found.append(paired(results, colour, ("d_loss", "g_loss"), ("D loss", "G loss"), "losses", "Losses",

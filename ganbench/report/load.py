@@ -93,6 +93,14 @@ class SuiteResults:
     damaged: list[Damage] = field(default_factory=list)  # files, or parts of files, of the wrong type: skipped
     # run id -> what its metrics declared "converged" to mean, each with the run's final value
     convergence: dict[str, list[Check]] = field(default_factory=dict)
+    # train-record keys asked for in the diagnostics figure (suite.json's "plot", then each run's
+    # config.json "plot", which its plugins declared), each with who asked
+    plot: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> str | None:
+        """The metric key the suite chose to rank by (suite.json's "primary"), or None."""
+        return self.suite.get("primary") or None
 
     @property
     def configs(self) -> list[str]:
@@ -248,6 +256,7 @@ def load(root: Path | str) -> SuiteResults:
     envs: dict[str, dict[str, Any]] = {}
     samples: dict[str, list[tuple[int, Path]]] = {}
     convergence: dict[str, list[Check]] = {}
+    plot = {key: "the suite's plot" for key in suite["plot"]}
     slugs = {slug(c): c for c in suite.get("configs") or []}
 
     for run_id in run_ids:
@@ -258,6 +267,8 @@ def load(root: Path | str) -> SuiteResults:
         config = read.json("config.json", check_config)
         status = read.json("status.json", check_status)
         envs[run_id] = read.json("env.json", check_env)
+        for key, source in (config.get("plot") or {}).items():
+            plot.setdefault(key, source)
         name, seed = config.get("config"), config.get("seed")
         if name is None or seed is None:  # not started (or config.json damaged): the run id names both
             match = RUN_ID.match(run_id)
@@ -297,6 +308,7 @@ def load(root: Path | str) -> SuiteResults:
         train=_frame(train), evals=_frame(evals), incidents=_frame(incidents, INCIDENT_COLUMNS),
         better=better, provenance=provenance, envs=envs, samples=samples,
         unlisted=[r for r in on_disk if r not in run_ids], notes=notes, damaged=damaged, convergence=convergence,
+        plot=plot,
     )
 
 
@@ -358,7 +370,9 @@ def run_row(ident: dict[str, Any], state: str, config: dict[str, Any], status: d
         "finished": status.get("finished"),
         "wall_s": status.get("wall_s"),
         "steps": settings.get("steps"),
-        "last_step": max((r.get("step", 0) for r in train), default=None),
+        # status.json's step counts the steps done; a run that failed between log records did more than logged
+        "last_step": max([*(r.get("step", 0) for r in train), *([status["step"]] if "step" in status else [])],
+                         default=None),
         "sec_per_step": float(np.median(speeds)) if speeds else None,
         "incidents": int(recorded.get("count", len(incidents))),
         "worst_incident": worst,

@@ -12,11 +12,12 @@ from typing import Any
 
 import pandas as pd
 
+from ganbench.errors import did_you_mean
 from ganbench.fid import comparable
 from ganbench.report.load import FAILURES, FINISHED, SEVERITIES, UNFINISHED, Check, SuiteResults
 from ganbench.report.stats import Comparison, Summary, fmt, mean_std, summarize, welch
 
-# The primary metric: the first of these that any run recorded.
+# The primary metric, unless the suite chose one (suite.primary): the first of these that any run recorded.
 PRIMARY = ("fid", "class_fd", "modes_covered", "kid_mean", "classes_covered", "high_quality_fraction")
 # The domain or mode-coverage column, beside the primary metric.
 COVERAGE = ("modes_covered", "classes_covered", "class_fd", "high_quality_fraction")
@@ -51,6 +52,8 @@ class Row:
     unconverged: int = 0  # scored runs below a convergence floor that guards the primary metric
     coverage_unconverged: int = 0  # scored runs below a floor that guards the coverage column
     guard_value: Summary | None = None  # the final value of the guarding key over the scored runs
+    others: dict[str, Summary] = field(default_factory=dict)  # each of `Ranking.others`: its final value over seeds
+    others_unconverged: dict[str, int] = field(default_factory=dict)  # runs below a floor guarding that key
 
     @property
     def failures(self) -> int:
@@ -92,7 +95,11 @@ class Ranking:
     groups: list[Group]
     unranked: list[Row]  # configurations with no value to rank
     guard: Guard | None = None  # the floor guarding the primary metric, if any metric declared one
-    suppressed: str | None = None  # why nothing is ranked: the baseline is not converged
+    suppressed: str | None = None  # why nothing is ranked: the baseline is not converged, or the chosen key is missing
+    chosen: str | None = None  # the key the suite chose to rank by (suite.primary), recorded or not
+    # Further metric keys with a better direction, each a column and a curve: in first-recorded order
+    others: list[str] = field(default_factory=list)
+    directions: dict[str, str] = field(default_factory=dict)  # each of `others`: "min" or "max"
 
     @property
     def rows(self) -> list[Row]:
@@ -103,7 +110,21 @@ class Ranking:
 
 
 def choose_primary(results: SuiteResults) -> tuple[str | None, str]:
+    """The key to rank by and why; (None, why) when there is none. A key the suite chose that no run
+    recorded (or recorded without a better direction) ranks nothing: another key is never put in
+    its place without a word."""
     keys = results.metric_keys()
+    chosen = results.primary
+    if chosen is not None:
+        ranked = [k for k in keys if k in results.better]
+        if chosen in ranked:
+            return chosen, f'{label(chosen)}: chosen by the suite, primary = "{chosen}"'
+        if chosen in keys:
+            return None, (f'the suite chose primary = "{chosen}", but no run says whether a lower or a higher '
+                          f'"{chosen}" is better (its metric gives it no better direction, or no run has finished), '
+                          f"so nothing is ranked; keys with a direction: {', '.join(ranked) or 'none yet'}")
+        return None, (f'the suite chose primary = "{chosen}", but no run recorded "{chosen}"{did_you_mean(chosen, keys)}, '
+                      f"so nothing is ranked; the runs recorded: {', '.join(keys) or 'no metric yet'}")
     for key in PRIMARY:
         if key in keys:
             if key == "fid":
@@ -178,7 +199,9 @@ def rank(results: SuiteResults) -> Ranking:
     metric, why = choose_primary(results)
     better = results.better.get(metric, "min") if metric else "min"
     keys = results.metric_keys()
-    coverage = next((k for k in COVERAGE if k in keys and k != metric), None)
+    # With nothing ranked there are no KID and coverage columns: every key with a direction is a further column.
+    coverage = next((k for k in COVERAGE if k in keys and k != metric), None) if metric else None
+    others = [k for k in keys if k in results.better and k not in (metric, coverage, "kid_mean" if metric else None)]
     baseline = results.baseline
     scored = scored_mask(runs, metric) if metric else pd.Series(False, index=runs.index)
     reps, membership = provenance_groups(results, metric, list(runs.loc[scored, "run_id"])) if metric else ([], {})
@@ -206,7 +229,14 @@ def rank(results: SuiteResults) -> Ranking:
             unconverged=sum(below_floor(results, r, metric) for r in ids),
             coverage_unconverged=sum(below_floor(results, r, coverage) for r in ids),
             guard_value=summarize(_values(members, f"final_{guard.key}")) if guard else None,
+            others={k: summarize(_values(further_pool(k, members, all_runs), f"final_{k}")) for k in others},
+            others_unconverged={k: sum(below_floor(results, r, k) for r in further_pool(k, members, all_runs)["run_id"])
+                                for k in others},
         )
+
+    def further_pool(key: str, members: pd.DataFrame, all_runs: pd.DataFrame) -> pd.DataFrame:
+        # The seeds the primary counts; with no primary, each run whose own final `key` counts.
+        return members if metric else all_runs[scored_mask(all_runs, key)]
 
     groups = [Group(i, rep, {k: rep.get(k) for k in comparable(reps[0], rep)}, []) for i, rep in enumerate(reps)]
     unranked: list[Row] = []
@@ -219,7 +249,9 @@ def rank(results: SuiteResults) -> Ranking:
             members = runs[(runs["config"] == config) & scored & (group_of == g)]
             groups[g].rows.append(make_row(config, g, members, all_runs))
 
-    ranking = Ranking(metric, better, why, coverage, baseline, groups, unranked, guard)
+    ranking = Ranking(metric, better, why, coverage, baseline, groups, unranked, guard,
+                      suppressed=why if results.primary is not None and metric is None else None,
+                      chosen=results.primary, others=others, directions={k: results.better[k] for k in others})
     sign = 1 if better == "min" else -1
     order = list(results.configs)
     for group in groups:
@@ -244,7 +276,7 @@ def rank(results: SuiteResults) -> Ranking:
             row.rank = i
     for row in unranked:
         if row.config != baseline:
-            row.vs_baseline = Comparison(None, None, None, f"n/a (no final {label(metric)})")
+            row.vs_baseline = Comparison(None, None, None, f"n/a (no final {label(metric or results.primary)})")
     return ranking
 
 

@@ -38,7 +38,7 @@ def comparison(row: Row, ranking: Ranking) -> str:
 def verdict(row: Row, ranking: Ranking) -> str:
     name = label(ranking.metric)
     if ranking.metric is None:
-        score = "no metric recorded"
+        score = f"not ranked on {label(ranking.chosen)}" if ranking.chosen else "no metric recorded"
     elif row.final.n == 0:
         score = f"no final {name} (no run was evaluated at its last step)"
     else:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ganbench.report.figures import Figure
+from ganbench.report.figures import Figure, unplotted
 from ganbench.report.damage import safe_name
 from ganbench.report.load import DAMAGED, FAILURES, UNFINISHED, SuiteResults
 from ganbench.report.ranking import Ranking, Row, direction, label
@@ -108,6 +108,10 @@ def row_view(row: Row, ranking: Ranking) -> dict[str, Any]:
         "unconverged": bool(row.unconverged),
         "coverage_unconverged": (f"not converged in {row.coverage_unconverged}/{row.scored}"
                                  if row.coverage_unconverged else ""),
+        "others": [{"value": mean_std(row.others[k]),
+                    "unconverged": (f"not converged in {row.others_unconverged[k]}/{row.others[k].n}"
+                                    if row.others_unconverged.get(k) else "")}
+                   for k in ranking.others],
     }
 
 
@@ -119,7 +123,7 @@ def ranking_view(ranking: Ranking) -> dict[str, Any]:
                        "rows": [row_view(r, ranking) for r in group.rows]})
     notes = [
         (f"Not ranked: the baseline is not converged (see the verdict). Listed by the final {label(ranking.metric)} "
-         f"({ranking.why}), without ranks or tests." if ranking.suppressed else
+         f"({ranking.why}), without ranks or tests." if ranking.suppressed and ranking.metric else
          f"Ranked by the final {label(ranking.metric)} ({ranking.why})." if ranking.metric else ranking.why),
         f"“final” is the value at each run's last step; “best” the best over its evaluations; both are the mean ± "
         f"sample std over the seeds whose last step was evaluated (“seeds”), with a {CONFIDENCE:.0%} confidence "
@@ -129,6 +133,10 @@ def ranking_view(ranking: Ranking) -> dict[str, Any]:
         f"“vs {ranking.baseline}”: {TEST_NAME.replace(', ', ' (')}) on the final values per seed, α = {ALPHA}, not corrected for "
         f"multiple comparisons; “n.s.”: no significant difference.",
     ]
+    if ranking.others:
+        notes.append(f"{', '.join(label(k) for k in ranking.others)}: the final value of each further metric that "
+                     "declares a better direction, mean ± sample std over the same seeds (over the runs that have "
+                     "one, when nothing is ranked); not used for the rank.")
     if ranking.guard is not None:
         g = ranking.guard
         notes.append(f"“converged”: runs whose final {label(g.key)} is at least {fmt(g.at_least)}, the floor the metric "
@@ -139,12 +147,16 @@ def ranking_view(ranking: Ranking) -> dict[str, Any]:
                      "provenance differs), so they are ranked in separate tables; values in different tables are "
                      "not comparable.")
     return {
-        "metric": label(ranking.metric), "better": "lower is better" if ranking.better == "min" else "higher is better",
+        "metric": label(ranking.metric or ranking.chosen),
+        "better": ("nothing ranked" if ranking.metric is None else
+                   "lower is better" if ranking.better == "min" else "higher is better"),
         "coverage": label(ranking.coverage) if ranking.coverage else None, "baseline": ranking.baseline,
         "test": TEST_NAME, "groups": groups, "has_kid": any(r.kid.n for r in ranking.rows), "unranked": [row_view(r, ranking) for r in ranking.unranked],
         "notes": notes,
         "guarded": ranking.guard is not None,
         "suppressed": ranking.suppressed,
+        "others": [{"label": label(k), "better": "lower is better" if ranking.directions.get(k) == "min" else
+                    "higher is better"} for k in ranking.others],
     }
 
 
@@ -277,6 +289,7 @@ def build_view(results: SuiteResults, ranking: Ranking, figures: list[Figure]) -
         "ranking": ranking_view(ranking),
         "verdicts": verdicts(ranking),
         "figures": figure_images(figures),
+        "not_plotted": [f"{key} ({source})" for key, source in unplotted(results)],
         "incidents": incidents,
         "incidents_total": len(results.incidents),
         "incidents_by_kind": incidents_by_kind,

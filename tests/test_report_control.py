@@ -1,0 +1,191 @@
+"""Report control (issue 14, item 5): the suite's `primary` chooses the ranking metric, every metric
+with a better direction gets a column and a curve, and `plot` (the suite's, or a plugin class's)
+adds train-record keys to the diagnostics figure. Run folders are written by hand, as the trainer
+writes them; nothing here trains."""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ganbench import UsageError
+from ganbench.report import build_report
+from ganbench.report.figures import colours, diagnostics
+from ganbench.report.load import load
+from ganbench.report.ranking import rank
+from ganbench.report.stats import mean_std
+from ganbench.report.verdict import verdicts
+from ganbench.suite import load_suite
+
+# (fid, sharpness) at the last eval point of each seed: "a" wins on FID, "b" on the plugin's sharpness.
+FINALS = {"a": [(10.0, 0.2), (11.0, 0.25)], "b": [(20.0, 0.8), (21.0, 0.85)]}
+
+
+def write_run(root: Path, config: str, seed: int, fid: float, sharpness: float, plot: dict | None = None) -> str:
+    """A completed 20-step run: train records with d_loss and a trick's lecam_reg, two eval points with
+    the built-in fid and a plugin metric's sharpness (better: max, as its status.json says)."""
+    run_id = f"{config}-s{seed}-{seed:010x}"
+    run = root / "runs" / run_id
+    run.mkdir(parents=True)
+    config_json = {"run_id": run_id, "config": config, "seed": seed, "data": {"kind": "image"}, "settings": {"steps": 20}}
+    if plot is not None:
+        config_json["plot"] = plot
+    (run / "config.json").write_text(json.dumps(config_json))
+    lines = [{"kind": "train", "step": s, "d_loss": 1.0, "g_loss": 0.7, "lecam_reg": 0.01 * s, "ema_gap": 0.5}
+             for s in (5, 10, 15, 20)]
+    prov = {"fid": {"extractor": "x"}, "sharp": {"rule": "laplacian"}}
+    lines += [{"kind": "eval", "step": 10, "fid": fid + 5, "sharpness": sharpness / 2, "provenance": prov},
+              {"kind": "eval", "step": 20, "fid": fid, "sharpness": sharpness, "provenance": prov}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (run / "status.json").write_text(json.dumps({
+        "status": "completed", "metrics": {"final": {"fid": fid, "sharpness": sharpness}, "best": {},
+                                           "better": {"fid": "min", "sharpness": "max"}}}))
+    return run_id
+
+
+def suite_dir(root: Path, **suite: object) -> Path:
+    ids = [write_run(root, c, s, fid, sharp, plot={"ema_gap": 'trick "ema-probe"'} if c == "b" else None)
+           for c, finals in FINALS.items() for s, (fid, sharp) in enumerate(finals)]
+    (root / "suite.json").write_text(json.dumps({"name": "control", "question": "q", "baseline": "a", "seeds": [0, 1],
+                                                 "configs": list(FINALS), "scale": "default", "runs": ids, **suite}))
+    return root
+
+
+def test_primary_chooses_the_ranking(tmp_path):
+    default = rank(load(suite_dir(tmp_path / "default")))
+    assert default.metric == "fid" and [r.config for r in default.groups[0].rows] == ["a", "b"]
+    chosen = rank(load(suite_dir(tmp_path / "chosen", primary="sharpness")))
+    assert chosen.metric == "sharpness" and chosen.better == "max" and chosen.suppressed is None
+    assert [r.config for r in chosen.groups[0].rows] == ["b", "a"]
+    assert 'chosen by the suite, primary = "sharpness"' in chosen.why
+    assert "fid" in chosen.others  # the built-in one is still a column, just not the rank
+
+
+def test_unknown_primary_says_so_and_ranks_nothing(tmp_path):
+    ranking = rank(load(suite_dir(tmp_path, primary="sharpnes")))
+    assert ranking.metric is None and all(r.rank is None for r in ranking.rows)
+    message = ranking.suppressed
+    assert message is not None
+    assert 'no run recorded "sharpnes"' in message and 'did you mean "sharpness"' in message
+    assert "the runs recorded: fid, sharpness" in message
+    lines = verdicts(ranking)
+    assert lines[0] == f"NOT RANKED: {message}." and "not ranked on sharpnes" in lines[1]
+    # The other metrics are still shown, over the runs that have them.
+    row = ranking.rows_of("b")[0]
+    assert row.others["sharpness"].n == 2 and row.others["fid"].n == 2
+
+
+def test_a_primary_without_a_direction_is_not_ranked_silently(tmp_path):
+    root = suite_dir(tmp_path, primary="sharpness")
+    for status in root.glob("runs/*/status.json"):  # as if the metric declared no better direction
+        data = json.loads(status.read_text())
+        data["metrics"]["better"] = {"fid": "min"}
+        status.write_text(json.dumps(data))
+    ranking = rank(load(root))
+    assert ranking.metric is None and ranking.suppressed is not None
+    assert 'no run says whether a lower or a higher "sharpness" is better' in ranking.suppressed
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = suite_dir(tmp_path_factory.mktemp("control"), plot=["lecam_reg", "never_logged"])
+    return build_report(root, warn=None)
+
+
+def test_a_plugin_metric_gets_a_column_and_a_curve(report):
+    assert report.ranking.metric == "fid" and report.ranking.others == ["sharpness"]
+    md = (report.out / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| # |"))
+    assert header.index("final FID") < header.index("sharpness (higher is better)")
+    b = report.ranking.rows_of("b")[0].others["sharpness"]
+    assert b.n == 2 and b.mean == pytest.approx(0.825)  # the final values of b's two seeds
+    row_b = next(line for line in md.splitlines() if line.startswith("| 2 | b |"))
+    assert f"| {mean_std(b)} |" in row_b
+    assert (report.out / "figures" / "metric-sharpness.png").is_file()
+    assert "figures/metric-sharpness.png" in md
+    html = (report.out / "report.html").read_text()
+    assert "sharpness<br><span class=\"ci\">final, higher is better</span>" in html
+
+
+def test_plot_keys_join_the_diagnostics_figure(report):
+    figure = diagnostics(report.results, colours(report.results.configs))
+    assert figure is not None and {"lecam_reg", "ema_gap"} <= set(figure.keys)
+    assert "never_logged" not in figure.keys
+    assert report.results.plot == {"lecam_reg": "the suite's plot", "never_logged": "the suite's plot",
+                                   "ema_gap": 'trick "ema-probe"'}
+    assert (report.out / "figures" / "diagnostics.png").is_file()
+    md = (report.out / "report.md").read_text()
+    assert "lecam\\_reg (the suite's plot)" in md  # the caption says who asked for the panel
+    assert "not recorded by any run, so not drawn: never\\_logged (the suite's plot)" in md
+    assert "never_logged (the suite&#39;s plot)" in (report.out / "report.html").read_text()
+
+
+# --- the suite side: what is validated at load, and what suite.json and config.json carry -------------
+
+def with_header(path: Path, lines: str) -> Path:
+    """The suite at `path` with `lines` added to its [suite] table."""
+    path.write_text(path.read_text().replace("seeds = [0]", "seeds = [0]\n" + lines, 1))
+    return path
+
+
+@pytest.mark.parametrize("lines, expected", [
+    ("primary = 3", ["suite.primary = 3", "string"]),
+    ('primary = ""', ['suite.primary = ""', "expected a metric key"]),
+    ('primary = " fid"', ['suite.primary = " fid"', "without spaces"]),
+    ('plot = "lecam_reg"', ['suite.plot = "lecam_reg"', "list"]),
+    ("plot = [1]", ["suite.plot = [1]", "string"]),
+    ('plot = ["a", "a"]', ["suite.plot", '"a" is listed twice']),
+    ('plot = [""]', ['suite.plot[0] = ""', "train-record key"]),
+    ('primery = "fid"', ["suite.primery", 'did you mean "primary"']),
+])
+def test_bad_primary_or_plot_is_one_line(tiny_suite, lines, expected):
+    with pytest.raises(UsageError) as info:
+        load_suite(with_header(tiny_suite(), lines))
+    message = str(info.value)
+    assert "\n" not in message and str(Path("suite.toml")) in message
+    for part in expected:
+        assert part in message, message
+
+
+def test_suite_json_carries_primary_and_plot(tiny_suite):
+    suite = load_suite(with_header(tiny_suite(), 'primary = "class_fd"\nplot = ["lecam_reg"]'))
+    assert suite.report_control() == {"primary": "class_fd", "plot": ["lecam_reg"]}
+    assert load_suite(tiny_suite()).report_control() == {"primary": None, "plot": []}
+
+
+TRICK = '''
+import ganbench
+
+class Probe:
+    """Adds a key to every train record."""
+    name = "probe"
+    params = None
+    plot = {plot}
+
+    @ganbench.hookimpl
+    def ganbench_log_record(self, record):
+        record["probe_value"] = 1.0
+
+@ganbench.hookimpl
+def ganbench_register_tricks():
+    return [Probe]
+'''
+
+
+def test_a_plugins_plot_attribute_goes_into_config_json_and_not_the_run_id(tiny_suite, tmp_path):
+    (tmp_path / "probe.py").write_text(textwrap.dedent(TRICK.format(plot='("probe_value",)')))
+    path = with_header(tiny_suite('tricks = ["probe"]'), 'plugins = ["./probe.py"]')
+    spec = load_suite(path).runs("default")[0]
+    assert spec.resolved()["plot"] == {"probe_value": 'trick "probe"'}
+    assert "plot" not in spec.resolved(identity=True)
+    (tmp_path / "probe.py").write_text(textwrap.dedent(TRICK.format(plot="()")))
+    assert load_suite(path).runs("default")[0].run_id == spec.run_id  # declaring keys re-trains nothing
+
+
+def test_a_plugins_plot_that_is_not_a_tuple_of_keys_is_refused(tiny_suite, tmp_path):
+    (tmp_path / "probe.py").write_text(textwrap.dedent(TRICK.format(plot='"probe_value"')))
+    path = with_header(tiny_suite('tricks = ["probe"]'), 'plugins = ["./probe.py"]')
+    with pytest.raises(UsageError, match=r'configs\[0\]: trick "probe" \(Probe\): plot = .probe_value.: expected a tuple'):
+        load_suite(path)
