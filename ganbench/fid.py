@@ -59,6 +59,7 @@ NOT_COMPARED = (
     "weights_origin",  # where the file was found; its sha256 is what matters
     "device",  # TF32 is off (below), so devices differ by float32 rounding only, like batch sizes
     "convergence",  # when the values can be trusted (ganbench.Convergence), not how they were measured
+    "better",  # the metric's directions, recorded beside its provenance; not how the values were measured
 )
 
 

@@ -305,6 +305,9 @@ def evaluate(run: Run, done: int, images_seen: int, fixed_z: Tensor, fixed_label
         provenance[result.metric] = dict(result.provenance)
         if result.convergence is not None:
             provenance[result.metric]["convergence"] = result.convergence.record()
+        # In every record, not only in status.json at the end: a report built while the suite
+        # still runs knows a plugin metric's direction too.
+        provenance[result.metric]["better"] = dict(result.better)
         better.update(result.better)
     if provenance:
         record["provenance"] = provenance

@@ -88,6 +88,21 @@ def test_a_primary_without_a_direction_is_not_ranked_silently(tmp_path):
     assert 'no run says whether a lower or a higher "sharpness" is better' in ranking.suppressed
 
 
+def test_a_running_suite_knows_a_plugin_metrics_direction_from_its_records(tmp_path):
+    # While runs train, status.json has no metrics summary yet; the trainer writes each metric's
+    # directions into its provenance in every eval record, and the report reads them there.
+    root = suite_dir(tmp_path, primary="sharpness")
+    for run in root.glob("runs/*"):
+        (run / "status.json").write_text(json.dumps({"status": "running", "step": 20}))
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for r in records:
+            if r["kind"] == "eval":
+                r["provenance"]["sharp"]["better"] = {"sharpness": "max"}
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    ranking = rank(load(root))
+    assert ranking.metric == "sharpness" and ranking.better == "max"
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = suite_dir(tmp_path_factory.mktemp("control"), plot=["lecam_reg", "never_logged"])
@@ -189,3 +204,11 @@ def test_a_plugins_plot_that_is_not_a_tuple_of_keys_is_refused(tiny_suite, tmp_p
     path = with_header(tiny_suite('tricks = ["probe"]'), 'plugins = ["./probe.py"]')
     with pytest.raises(UsageError, match=r'configs\[0\]: trick "probe" \(Probe\): plot = .probe_value.: expected a tuple'):
         load_suite(path)
+
+
+def test_the_trainer_records_each_metrics_directions_in_its_eval_records(one_thread):
+    import ganbench.testing as gt
+    import ganbench_plugins.metrics.prdc as prdc
+
+    result = gt.run_plugin(prdc, steps=2)
+    assert result.evals and all(r["provenance"]["prdc"]["better"] == prdc.BETTER for r in result.evals)

@@ -285,6 +285,8 @@ def load(root: Path | str) -> SuiteResults:
         summary = status.get("metrics") or {}
         for key, direction in (summary.get("better") or {}).items():
             better.setdefault(key, direction)
+        for key, direction in recorded_better(run_evals).items():  # a run still training
+            better.setdefault(key, direction)
         provenance[run_id] = final_provenance(run_evals)
         samples[run_id] = read.samples()
         if "status" in status:
@@ -323,6 +325,17 @@ def _frame(records: list[dict[str, Any]], columns: list[str] | None = None) -> p
         if column not in frame.columns:
             frame[column] = pd.Series(dtype=object)
     return frame
+
+
+def recorded_better(evals: list[dict[str, Any]]) -> dict[str, str]:
+    """The directions each metric recorded in its provenance ({key: "min" | "max"})."""
+    found: dict[str, str] = {}
+    for record in evals:
+        for prov in (record.get("provenance") or {}).values():
+            declared = prov.get("better") if isinstance(prov, dict) else None
+            if isinstance(declared, dict):
+                found.update({k: v for k, v in declared.items() if isinstance(k, str) and v in ("min", "max")})
+    return found
 
 
 def final_provenance(evals: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
