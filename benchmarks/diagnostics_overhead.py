@@ -10,6 +10,7 @@ benchmark therefore also times the diagnostics' own hook calls inside the "on" r
 their share of the training time: a direct measurement that machine noise cannot inflate.
 
     python benchmarks/diagnostics_overhead.py                 # about 2 minutes on a 2-core CPU
+    python benchmarks/diagnostics_overhead.py --quick         # every step at 10 steps (CI runs this)
     python benchmarks/diagnostics_overhead.py --steps 300 --repeats 7
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ganbench import diagnostics
+from ganbench.bench import conditions, load_average, ratio_line
 from ganbench.suite import load_suite
 from ganbench.trainer import build_run, train
 
@@ -39,7 +41,7 @@ architecture = {{ name = "dcgan", width = 32 }}
 loss = "bce"
 batch_size = 64
 steps = {steps}
-log_every = 50
+log_every = {log_every}
 eval_every = 1000000
 metrics = []
 [[configs]]
@@ -50,6 +52,9 @@ name = "off"
 diagnostics = false
 """
 
+
+# --quick: the whole path in a few steps, diagnostics logged twice, one repeat
+QUICK = {"steps": 10, "log_every": 5, "repeats": 1}
 
 HOOKS = ("ganbench_after_backward", "ganbench_discriminator_inputs", "ganbench_log_record")
 
@@ -92,14 +97,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150, help="steps per measurement (3 log intervals at 150)")
     parser.add_argument("--repeats", type=int, default=5, help="alternating measurements of each")
+    parser.add_argument("--log-every", type=int, default=50, help="steps between log records (default 50)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help=f"a few steps and one repeat, where not given: {QUICK}")
     args = parser.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) == parser.get_default(key):
+                setattr(args, key, value)
     device = torch.device(args.device)
+    print(conditions(device))
     with tempfile.TemporaryDirectory() as tmp:
         suite_file = Path(tmp) / "suite.toml"
-        suite_file.write_text(SUITE.format(steps=args.steps))
+        suite_file.write_text(SUITE.format(steps=args.steps, log_every=args.log_every))
         on, off = load_suite(suite_file).runs("default")
-        print(f"device {device}; DCGAN width 32 on mnist5k, bce, batch 64, log every 50; "
+        print(f"device {device}; DCGAN width 32 on mnist5k, bce, batch 64, log every {args.log_every}; "
               f"{args.steps} steps per measurement; {args.repeats} alternating repeats")
         ratios, shares = [], []
         original, diagnostics.Diagnostics = diagnostics.Diagnostics, TimedDiagnostics
@@ -120,9 +132,11 @@ def main() -> int:
                       f"ratio {ratios[-1]:.3f}   time in diagnostics hooks {100 * shares[-1]:.2f}%")
         finally:
             diagnostics.Diagnostics = original
-        print(f"median ratio on/off: {statistics.median(ratios):.3f} (target >= 0.97); "
-              f"median time in the diagnostics' hooks: {100 * statistics.median(shares):.2f}% of training "
+        print(f"median time in the diagnostics' hooks: {100 * statistics.median(shares):.2f}% of training "
               f"(ratio {1 - statistics.median(shares):.3f} if that were all of it)")
+        print(f"at the end: {load_average()}")
+        print(ratio_line("on/off", statistics.median(ratios),
+                         f"steps/s with diagnostics on against off, median of {args.repeats}; target >= 0.97"))
     return 0
 
 

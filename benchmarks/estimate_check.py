@@ -9,9 +9,11 @@ measured seconds (`wall_s` in status.json) and their ratio, then the same for th
 Only the estimate for this machine can be checked here; the GPU projection needs a GPU.
 
     python benchmarks/estimate_check.py            # about 12 minutes on a 2-core CPU
+    python benchmarks/estimate_check.py --quick    # one config at 20 steps and a few samples (CI runs this)
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -30,14 +32,16 @@ name = "mnist5k"
 [defaults]
 architecture = "dcgan"
 batch_size = 64
-steps = 300
-log_every = 50
-eval_every = 150
-eval_samples = 256
-real_samples = 1000
-metrics = ["classifier", { name = "fid", every = 2 }]
+steps = {steps}
+log_every = {log_every}
+eval_every = {eval_every}
+eval_samples = {eval_samples}
+real_samples = {real_samples}
+metrics = ["classifier", {{ name = "fid", every = 2 }}]
 [[configs]]
 name = "vanilla"
+"""
+MORE_CONFIGS = """
 [[configs]]
 name = "spectral-norm"
 tricks = ["spectral-norm"]
@@ -45,13 +49,24 @@ tricks = ["spectral-norm"]
 name = "wgan-gp"
 loss = "wgan-gp"
 """
+SIZES = {"steps": 300, "log_every": 50, "eval_every": 150, "eval_samples": 256, "real_samples": 1000}
+# --quick: every part (both metrics and their one-time work) in one config, at a few steps and samples
+QUICK = {"steps": 20, "log_every": 10, "eval_every": 10, "eval_samples": 32, "real_samples": 64}
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"a smaller suite: {QUICK}")
+    args = parser.parse_args()
+    from ganbench.bench import conditions, load_average, ratio_line
+
+    sizes = QUICK if args.quick else SIZES
+    print(conditions("cpu") + "; the runs take the threads `ganbench run` gives them")
+    print("suite: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
     with tempfile.TemporaryDirectory(prefix="ganbench-estimate-check-") as tmp:
         root = Path(tmp)
         suite = root / "suite.toml"
-        suite.write_text(SUITE)
+        suite.write_text(SUITE.format(**sizes) + ("" if args.quick else MORE_CONFIGS))
         env = {**os.environ, "GANBENCH_CACHE_DIR": str(root / "cache")}
         ganbench = [sys.executable, "-m", "ganbench.cli"]
         estimate = json.loads(subprocess.run([*ganbench, "estimate", str(suite), "--json"], env=env, check=True,
@@ -75,6 +90,8 @@ def main() -> int:
     total_est, total_real = estimate["totals"]["here_s"], sum(measured.values())
     print(f"{'all runs':16s} {total_est:12.1f} {total_real:11.1f} {total_est / total_real:6.2f}")
     print(f"the whole `ganbench run` (process starts and the report included): {elapsed:.1f} s")
+    print(f"at the end: {load_average()}")
+    print(ratio_line("estimate/measured", total_est / total_real, "seconds of all runs, estimated for this machine"))
     return 0
 
 

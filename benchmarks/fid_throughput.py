@@ -5,9 +5,11 @@
    alternately so machine noise hits both. Neither side caches here, so both run Inception on both
    sets; the ratio (ganbench / direct) is the wrapper's overhead, and the target is >= 0.95.
 2. A suite's evaluation with a cold real-statistics cache (the first run on a machine) against a
-   warm one (every later run): the same tiny mnist5k training run twice, timing only evaluation.
+   warm one (every later run): the same tiny mnist5k training run twice, timing only evaluation
+   and counting the Inception passes (batches and images through the extractor) of each.
 
     python benchmarks/fid_throughput.py                      # a few minutes on a 2-core CPU
+    python benchmarks/fid_throughput.py --quick              # every step at a few images (CI runs this)
     python benchmarks/fid_throughput.py --images 500 --repeats 3 --eval-samples 1000 --real-samples 5000
 
 Everything goes to a temporary ganbench cache, so the user's cache is never read or written.
@@ -22,6 +24,11 @@ import time
 from pathlib import Path
 
 import torch
+
+from ganbench.bench import conditions, load_average, ratio_line
+
+# --quick: the whole path at a few images, one repeat (tests/test_benchmarks.py runs it)
+QUICK = {"images": 8, "repeats": 1, "batch_size": 8, "eval_samples": 8, "real_samples": 16}
 
 SUITE = """
 [suite]
@@ -128,7 +135,6 @@ def throughput(args: argparse.Namespace, device: torch.device) -> None:
         rates = ", ".join(f"{2 * n / t:.2f}" for t in ts)
         print(f"    {name:9s} {statistics.median(ts):7.2f} s per call  ({rates} images/s)")
     ratio = statistics.median(times["direct"]) / statistics.median(times["ganbench"])
-    print(f"    images/s ratio ganbench / direct torch-fidelity: {ratio:.3f}  (target >= 0.95)")
     # Timing noise on a busy machine swamps the difference; what ganbench adds is the time of each
     # of its calls spent outside calculate_metrics, which is measured exactly.
     overhead = [t - i for t, i in zip(times["ganbench"], inside[-len(times["ganbench"]):])]
@@ -137,6 +143,32 @@ def throughput(args: argparse.Namespace, device: torch.device) -> None:
           f"-> ratio from overhead alone: {1 - median_overhead / statistics.median(times['ganbench']):.4f}")
     same = abs(results["ganbench"]["fid"] - results["direct"]["fid"]) <= 1e-6 * abs(results["direct"]["fid"])
     print(f"    same FID from both: {same} ({results['ganbench']['fid']:.6f} vs {results['direct']['fid']:.6f})")
+    print(ratio_line("ganbench/direct", ratio, f"images/s against torch-fidelity called directly, median of "
+                                               f"{args.repeats}; target >= 0.95"))
+
+
+class InceptionPasses:
+    """Counts the batches and images through torch-fidelity's Inception while installed."""
+
+    def __init__(self) -> None:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        self.cls, self.forward = FeatureExtractorInceptionV3, FeatureExtractorInceptionV3.forward
+        self.batches = self.images = 0
+
+    def __enter__(self) -> "InceptionPasses":
+        forward = self.forward
+
+        def counted(extractor, x, *a, **kw):
+            self.batches += 1
+            self.images += len(x)
+            return forward(extractor, x, *a, **kw)
+
+        self.cls.forward = counted
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cls.forward = self.forward
 
 
 def cold_and_warm(args: argparse.Namespace, device: torch.device, work: Path) -> None:
@@ -147,6 +179,7 @@ def cold_and_warm(args: argparse.Namespace, device: torch.device, work: Path) ->
     suite_file.write_text(SUITE.format(eval_samples=args.eval_samples, real_samples=args.real_samples))
     spec = load_suite(suite_file).runs("default")[0]
     eval_times: list[float] = []
+    passes: dict[str, InceptionPasses] = {}
     evaluate = trainer.evaluate
 
     def timed_evaluate(*a, **kw):
@@ -163,15 +196,24 @@ def cold_and_warm(args: argparse.Namespace, device: torch.device, work: Path) ->
     try:
         for label in ("cold", "warm"):
             start = time.perf_counter()
-            status = trainer.execute(spec, work / f"run-{label}", device)
+            with InceptionPasses() as passes[label]:
+                status = trainer.execute(spec, work / f"run-{label}", device)
             total = time.perf_counter() - start
             if status != "completed":
-                raise SystemExit(f"the {label} run {status}: see {work / f'run-{label}' / 'error.txt'}")
-            print(f"    {label} cache: evaluation {eval_times[-1]:6.2f} s   (whole run {total:6.2f} s)")
+                error = work / f"run-{label}" / "error.txt"
+                last = error.read_text().strip().splitlines()[-1:] if error.is_file() else []
+                raise SystemExit(f"the {label} run {status}: {last[0] if last else 'no error.txt'} "
+                                 f"(the whole of it is in {error}, removed with its temporary folder)")
+            print(f"    {label} cache: evaluation {eval_times[-1]:6.2f} s   (whole run {total:6.2f} s); "
+                  f"Inception passes {passes[label].batches} ({passes[label].images} images)")
     finally:
         trainer.evaluate = evaluate
-    print(f"    warm / cold evaluation time: {eval_times[1] / eval_times[0]:.2f}; saved "
-          f"{eval_times[0] - eval_times[1]:.2f} s (Inception on {args.real_samples} real images, once per machine)")
+    cold, warm = passes["cold"], passes["warm"]
+    saved = cold.batches - warm.batches
+    print(f"    saved by the warm cache: {eval_times[0] - eval_times[1]:.2f} s and {saved} Inception "
+          f"pass{'es' * (saved != 1)} over {cold.images - warm.images} images (the {args.real_samples} real ones, "
+          f"once per machine)")
+    print(ratio_line("warm/cold", eval_times[1] / eval_times[0], "evaluation time"))
 
 
 def main() -> None:
@@ -186,13 +228,20 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="auto (default), cuda, cuda:N or cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--skip", choices=("throughput", "cache"), help="leave out one part")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a few images and one repeat, where not given: {QUICK}")
     args = parser.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) == parser.get_default(key):
+                setattr(args, key, value)
 
     from ganbench.environment import choose_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = choose_device(args.device)
+    print(conditions(device))
     with tempfile.TemporaryDirectory(prefix="ganbench-fid-bench-") as tmp:
         os.environ["GANBENCH_CACHE_DIR"] = str(Path(tmp) / "cache")
         os.environ.pop("GANBENCH_INCEPTION_WEIGHTS", None)
@@ -201,11 +250,12 @@ def main() -> None:
         start = time.perf_counter()
         weights = fid.resolve_weights()  # converting fid-helper's weights is not part of either timing
         print(f"weights {weights.path.name} (sha256 {weights.sha256[:12]}) ready in "
-              f"{time.perf_counter() - start:.1f} s; torch {torch.__version__}, {torch.get_num_threads()} threads")
+              f"{time.perf_counter() - start:.1f} s")
         if args.skip != "throughput":
             throughput(args, device)
         if args.skip != "cache":
             cold_and_warm(args, device, Path(tmp))
+    print(f"at the end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Detector quality on labelled runs (issue 4): precision and recall of the built-in detectors.
 
     python benchmarks/detector_quality/quality.py [OUT]
+    python benchmarks/detector_quality/quality.py --quick [OUT]
 
 trains the runs of mnist.toml and ring8.toml (about 5 minutes on a 2-core CPU), reads their
 incidents.jsonl and prints, for each run, what was expected and what was flagged, then precision
-and recall. Only incidents of warning severity or worse count as flags.
+and recall. Only incidents of warning severity or worse count as flags. OUT defaults to
+reports/detector-quality. `--quick` trains the suites' `quick` scale instead (10 steps: every part
+runs, but no fault has time to show, so its precision and recall say nothing) into a temporary
+folder unless OUT is given; CI runs it.
 
 A flag is a true positive when its kind is one the run was engineered to show (`EXPECTED`) and
 it came within that run's window; a flag of a kind listed in `CONSEQUENCES` is a real
@@ -13,8 +17,10 @@ counted against; anything else is a false positive. Recall counts expected kinds
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +46,11 @@ EXPECTED = {
 }
 
 
-def train(out: Path) -> None:
+def train(out: Path, scale: str = "default") -> None:
     from ganbench.cli import main
 
     for suite in SUITES:
-        code = main(["run", str(HERE / suite), "--scale", "default", "--out", str(out / Path(suite).stem), "--jobs", "0"])
+        code = main(["run", str(HERE / suite), "--scale", scale, "--out", str(out / Path(suite).stem), "--jobs", "0"])
         if code not in (0, 1):
             raise SystemExit(f"{suite}: ganbench run exited {code}")
 
@@ -76,14 +82,24 @@ def score(out: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[0]) if argv else Path("reports/detector-quality")
-    train(out)
-    result = score(out)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", type=Path,
+                        help="the suites' output folder (default reports/detector-quality; with --quick a temporary one)")
+    parser.add_argument("--quick", action="store_true", help="the suites' quick scale: every part, at 10 steps")
+    args = parser.parse_args(argv)
+    from ganbench.bench import conditions, load_average, ratio_line
+
+    print(conditions("cpu") + ("; quick scale" if args.quick else "; default scale"))
+    with tempfile.TemporaryDirectory(prefix="ganbench-detector-quality-") as tmp:
+        out = args.out or (Path(tmp) if args.quick else Path("reports/detector-quality"))
+        train(out, "quick" if args.quick else "default")
+        result = score(out)
     for r in result["runs"]:
         print(f"{r['config']:<18} status {r['status']:<10} expected {r['expected'] or '{}'}  "
               f"caught {r['caught']}  flags {r['flagged']}  false {r['false']}")
-    print(f"precision {result['precision']:.2f} ({result['tp']} true, {result['fp']} false flags); "
-          f"recall {result['recall']:.2f} ({result['tp']} of {result['tp'] + result['fn']} expected)")
+    print(f"at the end: {load_average()}")
+    print(ratio_line("precision", result["precision"], f"{result['tp']} true, {result['fp']} false flags"))
+    print(ratio_line("recall", result["recall"], f"{result['tp']} of {result['tp'] + result['fn']} expected kinds in time"))
     return 0
 
 
