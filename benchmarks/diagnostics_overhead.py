@@ -5,6 +5,10 @@ spectral norms and batch diversity included. Both sides run every detector they 
 difference is the measurement itself. Measured alternately (the order flips every repeat) so
 machine noise hits both; the median ratio (on / off) is what matters, and the target is >= 0.97.
 
+A logger (issue 18) is measured the same way: the same configuration with diagnostics on and
+`loggers = ["tensorboard"]`, against diagnostics on alone; its target is also >= 0.97. It runs
+when the tensorboard extra is installed (`pip install 'ganbench[tensorboard]'`).
+
 On a shared machine the ratio of two wall-clock timings scatters by several percent. The
 benchmark therefore also times the diagnostics' own hook calls inside the "on" runs and prints
 their share of the training time: a direct measurement that machine noise cannot inflate.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import statistics
 import tempfile
 import time
@@ -50,6 +55,12 @@ diagnostics = true
 [[configs]]
 name = "off"
 diagnostics = false
+"""
+LOGGED = """
+[[configs]]
+name = "logged"
+diagnostics = true
+loggers = ["tensorboard"]
 """
 
 
@@ -87,6 +98,7 @@ def steps_per_second(spec, workdir: Path, device: torch.device) -> float:
     run = build_run(spec, workdir, device)
     start = time.perf_counter()
     status, _ = train(run)
+    run.hook.ganbench_run_end(run=run, status=status, reason=None)  # a logger's last write and close count too
     if device.type == "cuda":
         torch.cuda.synchronize()
     assert status == "completed", status
@@ -109,14 +121,17 @@ def main() -> int:
     print(conditions(device))
     with tempfile.TemporaryDirectory() as tmp:
         suite_file = Path(tmp) / "suite.toml"
-        suite_file.write_text(SUITE.format(steps=args.steps, log_every=args.log_every))
-        on, off = load_suite(suite_file).runs("default")
+        with_logger = importlib.util.find_spec("tensorboard") is not None
+        suite_file.write_text(SUITE.format(steps=args.steps, log_every=args.log_every) + (LOGGED if with_logger else ""))
+        on, off, *logged = load_suite(suite_file).runs("default")
         print(f"device {device}; DCGAN width 32 on mnist5k, bce, batch 64, log every {args.log_every}; "
               f"{args.steps} steps per measurement; {args.repeats} alternating repeats")
-        ratios, shares = [], []
+        ratios, shares, logger_ratios = [], [], []
         original, diagnostics.Diagnostics = diagnostics.Diagnostics, TimedDiagnostics
         try:
             for r in range(args.repeats):
+                if logged and r % 2 == 1:  # the logger's run flips sides too: first here, last in even repeats
+                    tb = steps_per_second(logged[0], Path(tmp) / f"logged{r}", device)
                 TimedDiagnostics.seconds = 0.0
                 if r % 2 == 0:
                     with_diag = steps_per_second(on, Path(tmp) / f"on{r}", device)
@@ -130,6 +145,12 @@ def main() -> int:
                 shares.append(hook_seconds / (on.settings.steps / with_diag))
                 print(f"repeat {r + 1}: diagnostics on {with_diag:6.2f} steps/s   off {without:6.2f} steps/s   "
                       f"ratio {ratios[-1]:.3f}   time in diagnostics hooks {100 * shares[-1]:.2f}%")
+                if logged:  # tensorboard on (diagnostics on) against the same without it
+                    if r % 2 == 0:
+                        tb = steps_per_second(logged[0], Path(tmp) / f"logged{r}", device)
+                    logger_ratios.append(tb / with_diag)
+                    print(f"          tensorboard logger {tb:6.2f} steps/s against diagnostics on alone "
+                          f"{with_diag:6.2f} steps/s   ratio {logger_ratios[-1]:.3f}")
         finally:
             diagnostics.Diagnostics = original
         print(f"median time in the diagnostics' hooks: {100 * statistics.median(shares):.2f}% of training "
@@ -137,6 +158,12 @@ def main() -> int:
         print(f"at the end: {load_average()}")
         print(ratio_line("on/off", statistics.median(ratios),
                          f"steps/s with diagnostics on against off, median of {args.repeats}; target >= 0.97"))
+        if logger_ratios:
+            print(ratio_line("tensorboard/none", statistics.median(logger_ratios),
+                             f"steps/s with the tensorboard logger against none (diagnostics on in both), "
+                             f"median of {args.repeats}; target >= 0.97"))
+        else:
+            print("tensorboard logger: not measured (pip install 'ganbench[tensorboard]')")
     return 0
 
 

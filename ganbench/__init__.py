@@ -6,6 +6,7 @@ is the error a user can fix.
 """
 from ganbench.checkpoint import PlainState, load_plain_state, plain_state
 from ganbench.data import Data, DataInfo, TensorData
+from ganbench.doctor import CheckResult, CheckSubject
 from ganbench.errors import UsageError
 from ganbench.hookspecs import hookimpl
 from ganbench.params import REPORT_ONLY, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
@@ -29,6 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
+    "CheckResult",
+    "CheckSubject",
     "Convergence",
     "Data",
     "Incident",

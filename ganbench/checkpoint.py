@@ -198,6 +198,8 @@ def plugin_states(run: Any) -> dict[str, Any]:
 def load_plugin_states(run: Any, states: dict[str, Any]) -> None:
     impls = {impl.plugin_name: impl for impl in run.hook.ganbench_load_state_dict.get_hookimpls()}
     for name, state in states.items():
+        if name not in impls and name.startswith("logger:"):
+            continue  # a logger left out on resume (no --logger this time): its place in a tracker is all it kept
         if name not in impls:
             raise RuntimeError(f"the checkpoint holds state for plugin {name}, which has no ganbench_load_state_dict")
         impls[name].function(**_args(impls[name], run=run, state=state))

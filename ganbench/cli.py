@@ -1,4 +1,4 @@
-"""The `ganbench` command: run, validate, estimate, plugins, bench, fid, report."""
+"""The `ganbench` command: run, validate, estimate, doctor, plugins, bench, fid, report."""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--reuse-completed", action="store_true",
                      help="skip completed runs even when the code of a plugin they use has changed since they ran "
                           "(default: train them again, saying which plugin changed)")
+    run.add_argument("--logger", action="append", default=[], metavar="NAME",
+                     help="also send every run's curves to this logger (tensorboard, mlflow); repeatable, "
+                          "added to the suite's `loggers`")
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a suite completely without training")
@@ -71,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
     estimate.add_argument("--json", action="store_true", help="print the estimate as JSON")
     estimate.add_argument("--data-root")
     estimate.set_defaults(func=cmd_estimate)
+
+    doctor = sub.add_parser("doctor", help="check each architecture × dataset of a suite before training it")
+    doctor.add_argument("suite")
+    doctor.add_argument("--only", nargs="+", metavar="CONFIG", help="check only the architectures of these configurations")
+    doctor.add_argument("--checks", nargs="+", metavar="NAME", help="run only these checks (default: every installed one)")
+    doctor.add_argument("--scale", metavar="NAME", default="default",
+                        help="the scale whose settings are checked and whose steps are projected (default: default)")
+    doctor.add_argument("--device", help="auto (default), cuda, cuda:N, mps or cpu")
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor.add_argument("--data-root")
+    doctor.set_defaults(func=cmd_doctor)
 
     plugins = sub.add_parser("plugins", help="list every plugin with its parameters")
     plugins.add_argument("--json", action="store_true", help="print a JSON list of {kind, name, source, params}")
@@ -121,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: must be 1 or more")
     console = Console(stderr=True)
-    suite = load_suite(args.suite, data_root=args.data_root)
+    suite = load_suite(args.suite, data_root=args.data_root, loggers=args.logger)
     device = choose_device(args.device)
     scale, scale_reason = args.scale, "--scale given"
     if scale is None:
@@ -252,6 +266,23 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     else:
         print_estimate(estimate, Console(width=max(Console().width, 150)))
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ganbench.doctor import as_json, exit_code, print_reports, run_doctor
+    from ganbench.environment import choose_device
+    from ganbench.suite import load_suite
+
+    suite = load_suite(args.suite, data_root=args.data_root)
+    device = choose_device(args.device)
+    console = Console(stderr=True)
+    reports = run_doctor(suite, args.scale, device, only=args.only, names=args.checks,
+                         progress=None if args.json else lambda line: console.print(f"[dim]checking {escape(line)}[/dim]"))
+    if args.json:
+        print(json.dumps(as_json(suite, args.scale, device, reports), indent=2, default=repr))
+    else:
+        print_reports(reports, Console(width=max(Console().width, 150)))
+    return exit_code(reports)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

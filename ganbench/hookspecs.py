@@ -86,6 +86,23 @@ def ganbench_register_detectors() -> list[type]:
     kinds it raises with the status a stopped run ends in: `kinds = {"mode-collapse": "collapsed"}`."""
 
 
+@hookspec
+def ganbench_register_loggers() -> list[type]:
+    """Return logger classes (TensorBoard, MLflow, ...). An instance implements `ganbench_log`,
+    and closes what it opened in `ganbench_run_end`; one that must find its place again when a run
+    resumes (an MLflow run id, the step to purge after) keeps it in `ganbench_state_dict`.
+    Registered for a run only when the suite's `loggers` (or `--logger`) names it."""
+
+
+@hookspec
+def ganbench_register_checks() -> list[type]:
+    """Return `ganbench doctor` check classes. An instance has `diagnose(subject)`, which gets a
+    `ganbench.CheckSubject` (one architecture × dataset of a suite) and returns a
+    `ganbench.CheckResult` (ok, warn or fail, the figure behind it and a suggestion), or None
+    when the check does not apply to that subject. An architecture or dataset plugin may register
+    checks of its own beside its classes."""
+
+
 # --------------------------------------------------------------------------------------------------
 # Building a run
 # --------------------------------------------------------------------------------------------------
@@ -199,6 +216,15 @@ def ganbench_detect(run: Run, record: dict[str, Any]) -> list[Incident] | None:
     every `log_every` steps, or "eval", at eval points) and return the incidents it shows, or None.
     Keep state on the detector to judge trends, and report a lasting condition once, not at every
     record. The core writes incidents.jsonl and applies the suite's policy for each kind."""
+
+
+@hookspec
+def ganbench_log(run: Run, record: dict[str, Any]) -> None:
+    """Loggers: send one record just written to metrics.jsonl to a tracker. `record["kind"]` is
+    "train" (every `log_every` steps: losses, D's outputs, diagnostics) or "eval" (at eval points:
+    metric values, and `record["sample_grid"]`, the grid's path relative to `run.dir`). The values
+    are plain Python numbers already read from the device: a logger adds no host sync. Do not
+    change the record."""
 
 
 @hookspec(firstresult=True)

@@ -32,6 +32,8 @@ KINDS = {
     "dataset": "ganbench_register_datasets",
     "metric": "ganbench_register_metrics",
     "detector": "ganbench_register_detectors",
+    "check": "ganbench_register_checks",
+    "logger": "ganbench_register_loggers",
 }
 # "(Metz et al. 2017, "Unrolled ...")": a parenthesis with a four-digit year, as STYLE.md asks each
 # plugin module's docstring to open with.

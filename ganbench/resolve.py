@@ -281,11 +281,12 @@ def settings_from(merged: Layer, registry: Registry, config: str, dataset: Plugi
         config=config, core=core, dataset=dataset, data=data,
         architecture=choices["architecture"], loss=choices["loss"], latent=choices["latent"],
         tricks=listed["tricks"], metrics=listed["metrics"], detectors=listed["detectors"],
-        policy=incident_policy(merged, listed["detectors"], paths), optimizer_g=optimizers[0], optimizer_d=optimizers[1],
+        policy=incident_policy(merged, listed["detectors"], paths), loggers=listed["loggers"],
+        optimizer_g=optimizers[0], optimizer_d=optimizers[1],
         origins=dict(merged.paths), registry=registry,
     )
     for choice in (settings.architecture, settings.loss, settings.latent, *settings.tricks, *settings.metrics,
-                   *settings.detectors):
+                   *settings.detectors, *settings.loggers):
         check = getattr(choice.cls, "check", None)
         reason = check(choice.params, settings) if check else None
         if reason:

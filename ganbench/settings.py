@@ -43,7 +43,7 @@ class CoreSettings:
 
 CORE_KEYS = tuple(CoreSettings.__dataclass_fields__)
 PLUGIN_KEYS = {"architecture": "architecture", "loss": "loss", "latent": "latent"}  # key -> kind
-LIST_KEYS = {"tricks": "trick", "metrics": "metric", "detectors": "detector"}  # plugin lists -> kind
+LIST_KEYS = {"tricks": "trick", "metrics": "metric", "detectors": "detector", "loggers": "logger"}  # plugin lists -> kind
 ALL_KEYS = (*CORE_KEYS, *PLUGIN_KEYS, *LIST_KEYS, "optimizer", "policy")
 Policy = Literal["record", "stop"]
 BUILTIN_DEFAULTS: dict[str, Any] = {
@@ -84,6 +84,7 @@ class RunSettings:
     metrics: tuple[PluginChoice, ...]
     detectors: tuple[PluginChoice, ...]
     policy: dict[str, str]  # incident kind -> "record" or "stop"; kinds not named are recorded
+    loggers: tuple[PluginChoice, ...]  # trackers fed each metrics.jsonl record (tensorboard, mlflow); not in the run id
     optimizer_g: OptimizerSettings
     optimizer_d: OptimizerSettings
     origins: dict[str, str] = field(default_factory=dict, compare=False)  # key -> where its value came from

@@ -104,6 +104,8 @@ class RunSpec:
                 "metrics": [choice(m) for m in s.metrics],
                 "detectors": [choice(d) for d in s.detectors],
                 "policy": dict(s.policy),
+                # Where the run's records are also sent: logging changes no number, so no identity.
+                **({} if identity else {"loggers": [choice(lg) for lg in s.loggers]}),
             },
             "origins": dict(sorted(s.origins.items())),
             # What the report reads from the run's folder alone; it changes no number, so no identity.
@@ -166,6 +168,7 @@ def spec_from_resolved(resolved: dict[str, Any], registry: Registry) -> RunSpec:
         metrics=tuple(choice("metric", m) for m in settings["metrics"]),
         detectors=tuple(choice("detector", d) for d in settings["detectors"]),
         policy=dict(settings["policy"]),
+        loggers=tuple(choice("logger", lg) for lg in settings.get("loggers", [])),
         optimizer_g=parse(OptimizerSettings, settings["optimizer"]["g"], f"{where}: optimizer.g"),
         optimizer_d=parse(OptimizerSettings, settings["optimizer"]["d"], f"{where}: optimizer.d"),
         origins=dict(resolved.get("origins", {})), registry=registry,
@@ -193,6 +196,7 @@ class Suite:
     configs: list[Config]
     defaults: Layer
     scales: dict[str, Layer]
+    loggers: tuple[str, ...] = ()  # `ganbench run --logger NAME`: added to every config
 
     @property
     def name(self) -> str:
@@ -233,11 +237,14 @@ class Suite:
         first = merge([builtin_layer(), self.defaults, *config.layers, self.scales[scale]], file)
         plugin_layer = plugin_defaults_layer(first, self.registry, file)
         merged = merge([builtin_layer(), self.defaults, plugin_layer, *config.layers, self.scales[scale]], file)
+        listed = {name for name, _, _ in merged.lists["loggers"]}
+        merged.lists["loggers"] += [(name, {}, "(--logger)") for name in self.loggers if name not in listed]
         return settings_from(merged, self.registry, config.name, self.dataset, self.data, file, config.where)
 
 
-def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
-    """Parse and validate a suite file completely, at every scale."""
+def load_suite(path: str | Path, data_root: str | None = None, loggers: list[str] | tuple[str, ...] = ()) -> Suite:
+    """Parse and validate a suite file completely, at every scale. `loggers` (from `--logger`) are
+    added to every config."""
     path = Path(path)
     file = str(path)
     tree = _read_toml(path)
@@ -273,7 +280,9 @@ def load_suite(path: str | Path, data_root: str | None = None) -> Suite:
         names = [c.name for c in configs]
         raise UsageError(f'{file}: suite.baseline = "{header.baseline}": no such config{did_you_mean(header.baseline, names)}; '
                          f"available: {', '.join(names)}")
-    suite = Suite(path, header, registry, dataset, data, configs, defaults, scales)
+    for name in loggers:
+        registry.get("logger", name, "--logger")
+    suite = Suite(path, header, registry, dataset, data, configs, defaults, scales, tuple(dict.fromkeys(loggers)))
     for scale in scales:
         for config in configs:
             plugin_plot(suite.settings(config, scale), f"{file}: {config.where}")
@@ -414,7 +423,7 @@ def _expand_matrix(name: str, where: str, layer: Layer, matrix: Any, file: str) 
             raise UsageError(f"{file}: {path}: not a setting a matrix can vary; use a core key "
                              f"({', '.join(CORE_KEYS)}), optimizer.g.<field>, optimizer.d.<field>, "
                              "architecture/loss/latent[.<param>], policy.<incident kind>, tricks.<name>.<param>, "
-                             "metrics.<name>.<param> or detectors.<name>.<param>")
+                             "metrics.<name>.<param>, detectors.<name>.<param> or loggers.<name>.<param>")
         if not isinstance(values, list) or not values:
             raise UsageError(f"{file}: {path} = {format_value(values)}: expected a non-empty list of values")
     configs = []

@@ -56,6 +56,7 @@ def build_run(spec: Any, run_dir: Path, device: torch.device, at: Position | Non
     plugins += [(f"metric:{m.name}", m.instantiate()) for m in s.metrics]
     plugins += [(f"{c.kind}:{c.name}", c.instantiate()) for c in (s.loss, s.latent, s.architecture)]
     plugins += [(f"detector:{d.name}", d.instantiate()) for d in s.detectors]
+    plugins += [(f"logger:{lg.name}", lg.instantiate()) for lg in s.loggers]
     pm = run_plugin_manager(plugins, diagnostics=s.diagnostics)
     if at is not None:
         at.plugins = dict(pm.list_name_plugin())
@@ -208,6 +209,7 @@ def train(run: Run, progress: Progress | None = None, stop: StopRequest | None =
             loop.last_log_step = done
             hook.ganbench_log_record(run=run, step=done, record=record)
             append_jsonl(metrics_path, record)
+            hook.ganbench_log(run=run, record=record)  # loggers: the record as written, no device read
             if progress:
                 progress(record)
             status = incidents.check(record)
@@ -255,6 +257,7 @@ def eval_point(run: Run, loop: LoopState, stop: StopRequest, incidents: Incident
         return "interrupted", f"{exc} during the eval point at step {loop.done}"
     loop.eval_pending = False
     append_jsonl(metrics_path, record)
+    run.hook.ganbench_log(run=run, record=record)
     return incidents.check(record)
 
 

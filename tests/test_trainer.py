@@ -225,7 +225,9 @@ class SyncCounter:
 @pytest.mark.parametrize("tricks", ['[]', '["instance-noise", "two-sided-label-smoothing", "noisy-labels", "ema"]',
                                     '["spectral-norm"]',
                                     '["conditional", "minibatch-std", "minibatch-discrimination", "r1", "diff-augment"]',
-                                    '[{ name = "unrolled", k = 2 }, "adaptive-ratio", "d-lr-decay", "unit-range"]'])
+                                    '[{ name = "unrolled", k = 2 }, "adaptive-ratio", "d-lr-decay", "unit-range"]',
+                                    # loggers get the records as written: no read of their own
+                                    '[]\nloggers = ["tensorboard", "mlflow"]'])
 def test_no_host_reads_between_log_intervals(tiny_suite, tmp_path, monkeypatch, tricks):
     """Training 12 steps reads the device exactly as often as training 4: once per log interval."""
     counts = []

@@ -26,7 +26,8 @@ WALL_CLOCK = ("sec_per_step", "elapsed_s")  # the only values two runs of one se
 REQUIRED = {"architecture": ("ganbench_build_models",),
             "loss": ("ganbench_discriminator_loss", "ganbench_generator_loss"),
             "latent": ("ganbench_sample_latent",), "metric": ("ganbench_evaluate",),
-            "detector": ("ganbench_detect",), "dataset": ("info", "load"), "trick": ()}
+            "detector": ("ganbench_detect",), "dataset": ("info", "load"), "trick": (),
+            "logger": ("ganbench_log",), "check": ("diagnose",)}
 # Values of the wrong type for any typed parameter: a field must refuse one of them.
 BAD_VALUES = ("ganbench.testing: not a value", {"not": "a value"})
 
@@ -106,6 +107,12 @@ def _check_entry(registry: Registry, entry: PluginEntry, params: dict[str, Any] 
         raise fail("hooks", why)
     done.append("hooks")
 
+    if entry.kind == "check":  # a check never trains in a run: it diagnoses one, as `ganbench doctor` does
+        why = _check_problem(registry, entry, params, data, steps, seed, settings)
+        if why:
+            raise fail("diagnoses", why)
+        return Checked(entry.kind, entry.name, "points", (*done, "diagnoses"))
+
     try:
         setup, spec = _choose(registry, entry, params, data, steps, seed, settings)
     except UsageError as exc:
@@ -149,6 +156,26 @@ def _check_entry(registry: Registry, entry: PluginEntry, params: dict[str, Any] 
                 raise fail("resumes", f"a run resumed at step {max(1, steps // 2)} ends otherwise: {why}")
             done.append("resumes")
     return Checked(entry.kind, entry.name, setup, tuple(done))
+
+
+def _check_problem(registry: Registry, entry: PluginEntry, params: dict[str, Any] | None, data: str,
+                   steps: int, seed: int, settings: dict[str, Any] | None) -> str | None:
+    """A doctor check's diagnose() on the tiny setup's architecture × dataset returns a
+    ganbench.CheckResult, or None where it does not apply."""
+    from ganbench.doctor import CheckResult, CheckSubject
+
+    _, spec = _choose(registry, None, None, data, steps, seed, settings)
+    check = entry.cls(parse(getattr(entry.cls, "params", None), dict(params or {}), "params")) \
+        if getattr(entry.cls, "params", None) is not None else entry.cls()
+    with tempfile.TemporaryDirectory(prefix="ganbench-check-") as tmp:
+        subject = CheckSubject("tiny", spec, [spec], CPU, Path(tmp))
+        try:
+            result = check.diagnose(subject)
+        except Exception as exc:  # a bug in the check: named here
+            return f"diagnose raised {type(exc).__name__}: {exc}"
+    if result is not None and not isinstance(result, CheckResult):
+        return f"diagnose returned {result!r}, not a ganbench.CheckResult or None"
+    return None
 
 
 def _params_problem(cls: type) -> str | None:
@@ -296,8 +323,9 @@ def _comparable(result: PluginRun) -> dict[str, Any]:
         "evals": result.evals,
         "incidents": result.incidents,
         "loop": {k: v for k, v in (state.get("loop") or {}).items() if k != "elapsed_s"},
-        **{k: state.get(k) for k in ("models", "eval_generator", "optimizers", "updates", "rng", "plugins",
-                                     "extras")},
+        **{k: state.get(k) for k in ("models", "eval_generator", "optimizers", "updates", "rng", "extras")},
+        # A logger's state names things outside the run (an MLflow run id, fresh for every run).
+        "plugins": {k: v for k, v in (state.get("plugins") or {}).items() if not k.startswith("logger:")},
     }
 
 

@@ -42,7 +42,7 @@ CORE = {"batch_size": 12, "log_every": 1, "grid_size": 16, "eval_samples": 64, "
         "metrics": [], "detectors": []}
 # Where a plugin of each kind goes in a run's settings: a single choice, or one of a list.
 SLOTS = {"architecture": "architecture", "loss": "loss", "latent": "latent", "dataset": "dataset",
-         "trick": "tricks", "metric": "metrics", "detector": "detectors"}
+         "trick": "tricks", "metric": "metrics", "detector": "detectors", "logger": "loggers"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def _table(entry: PluginEntry | None, params: dict[str, Any] | None, setup: str,
         if entry.kind == "dataset":
             dataset = choice
             defaults["architecture"] = SETUPS["points"]["architecture"]  # an MLP models any shape
-        elif slot in ("tricks", "metrics", "detectors"):
+        elif slot in ("tricks", "metrics", "detectors", "loggers"):
             config[slot] = [*config.get(slot, []), choice]
         else:
             config[slot] = choice

@@ -1,0 +1,1 @@
+"""Built-in `ganbench doctor` checks, one per module."""
