@@ -408,5 +408,6 @@ def provenance(*, generated: ImageSet, real: ImageSet, weights: Weights, kid_sub
 def comparable(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """The provenance keys whose values differ between `a` and `b` (sorted): empty when the two
     values may be ranked together. A key present on one side only differs too."""
-    keys = (set(a) | set(b)) - set(NOT_COMPARED)
+    # A provenance whose metric could not be told apart is flattened to "<plugin>.<key>" (report.load).
+    keys = {k for k in set(a) | set(b) if k.rsplit(".", 1)[-1] not in NOT_COMPARED}
     return sorted(k for k in keys if k not in a or k not in b or a[k] != b[k])

@@ -212,3 +212,15 @@ def test_the_trainer_records_each_metrics_directions_in_its_eval_records(one_thr
 
     result = gt.run_plugin(prdc, steps=2)
     assert result.evals and all(r["provenance"]["prdc"]["better"] == prdc.BETTER for r in result.evals)
+
+
+def test_recorded_directions_never_split_runs_into_groups():
+    # Runs recorded before eval records carried `better` rank with runs recorded after, also when a
+    # record's provenance is flattened to "<plugin>.<key>" because two metrics share the record.
+    from ganbench.fid import comparable
+
+    old = {"classifier.samples": 1000, "fid.extractor": "x"}
+    new = {**old, "classifier.better": {"class_fd": "min"}, "fid.better": {"fid": "min"}}
+    assert comparable(old, new) == []
+    assert comparable({"extractor": "x"}, {"extractor": "x", "better": {"fid": "min"}}) == []
+    assert comparable(old, {**old, "fid.extractor": "y"}) == ["fid.extractor"]
