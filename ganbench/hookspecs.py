@@ -103,6 +103,16 @@ def ganbench_register_checks() -> list[type]:
     checks of its own beside its classes."""
 
 
+@hookspec
+def ganbench_register_executors() -> list[type]:
+    """Return executor classes: where a suite's runs train (`local` processes, `ray` tasks, `slurm`
+    jobs). An instance has `run(work)`, which gets a `ganbench.executors.Work` (the runs' resolved
+    settings, the device request, the output folder) and trains each run with
+    `ganbench.executors.run_job`, reporting progress and ends through the Work's callbacks.
+    Chosen by `ganbench run --executor NAME` or a suite's [executor] table; never part of a run's
+    identity, since where a run trains changes none of its numbers."""
+
+
 # --------------------------------------------------------------------------------------------------
 # Building a run
 # --------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ KINDS = {
     "detector": "ganbench_register_detectors",
     "check": "ganbench_register_checks",
     "logger": "ganbench_register_loggers",
+    "executor": "ganbench_register_executors",
 }
 # "(Metz et al. 2017, "Unrolled ...")": a parenthesis with a four-digit year, as STYLE.md asks each
 # plugin module's docstring to open with.

@@ -9,6 +9,9 @@ from ganbench.params import NonNegativeFloat, PositiveFloat, PositiveInt, Probab
 
 # The optimizer betas must each lie in [0, 1).
 Beta = Probability
+Precision = Literal["fp32", "bf16"]
+# torch.compile's modes; "reduce-overhead" adds CUDA graphs on a GPU (the step has static shapes and no host sync).
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,36 @@ class CoreSettings:
     real_samples: PositiveInt = 10_000  # real samples for reference statistics (at most the dataset's size)
     diagnostics: bool = True  # gradient, weight and spectral norms and batch diversity in metrics.jsonl
     checkpoint_every: PositiveInt = 500  # steps between full checkpoints (also at the end and on a signal); a run resumes from the last
+    precision: Precision = "fp32"  # "bf16": the step's G and D forwards under bfloat16 autocast; losses, penalties and optimizers stay fp32
+    channels_last: bool = False  # G, D and D's image batches in channels-last memory format (tensor-core convolutions on a GPU)
+    compile: CompileMode | bool = False  # torch.compile the step's G and D; true is mode "default", a string is torch.compile's mode
 
 
 CORE_KEYS = tuple(CoreSettings.__dataclass_fields__)
+# How the step runs on the device, not what it trains: off by default (docs/gpu.md). At its
+# default a speed setting is left out of the run id, so runs made before these settings existed
+# keep their ids; any other value is in the run id and in every metric's provenance.
+SPEED_KEYS = ("precision", "channels_last", "compile")
+
+
+def speed_changes(core: CoreSettings) -> dict[str, Any]:
+    """The speed settings that differ from eager fp32, normalised (compile = true is "default"):
+    {} for a run at the defaults. What goes into the run id and the metrics' provenance."""
+    changed: dict[str, Any] = {}
+    if core.precision != "fp32":
+        changed["precision"] = core.precision
+    if core.channels_last:
+        changed["channels_last"] = True
+    if core.compile is not False:
+        changed["compile"] = compile_mode(core.compile)
+    return changed
+
+
+def compile_mode(value: bool | str) -> str | None:
+    """torch.compile's mode for a `compile` setting, or None for no compilation."""
+    if value is False:
+        return None
+    return "default" if value is True else str(value)
 PLUGIN_KEYS = {"architecture": "architecture", "loss": "loss", "latent": "latent"}  # key -> kind
 LIST_KEYS = {"tricks": "trick", "metrics": "metric", "detectors": "detector", "loggers": "logger"}  # plugin lists -> kind
 ALL_KEYS = (*CORE_KEYS, *PLUGIN_KEYS, *LIST_KEYS, "optimizer", "policy")

@@ -33,9 +33,10 @@ from ganbench.resolve import (
     plugin_spec,
     settings_from,
 )
-from ganbench.settings import CORE_KEYS, CoreSettings, OptimizerSettings, PluginChoice, RunSettings
+from ganbench.settings import (CORE_KEYS, SPEED_KEYS, CoreSettings, OptimizerSettings, PluginChoice, RunSettings,
+                               speed_changes)
 
-TOP_KEYS = ("suite", "dataset", "defaults", "scales", "configs")
+TOP_KEYS = ("suite", "dataset", "defaults", "scales", "configs", "search", "executor")
 SCALES = ("smoke", "default", "paper")  # every suite has these; it may declare more under [scales.<name>]
 SCALE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # A scale shortens or lengthens a run; it may set only these.
@@ -77,6 +78,7 @@ class RunSpec:
     seed: int
     scale: str
     settings: RunSettings
+    search: dict[str, Any] | None = None  # a search trial's study, number and params (config.json only, not the id)
 
     def resolved(self, identity: bool = False) -> dict[str, Any]:
         """Every value the run uses, as JSON: the content of config.json. With `identity`, what the
@@ -110,13 +112,16 @@ class RunSpec:
             "origins": dict(sorted(s.origins.items())),
             # What the report reads from the run's folder alone; it changes no number, so no identity.
             **({} if identity else {"plot": plugin_plot(s)}),
+            **({} if identity or self.search is None else {"search": self.search}),
         }
 
     @property
     def run_id(self) -> str:
         """Stable for the same resolved settings and seed, so a re-run finds its finished runs."""
         identity = {k: v for k, v in self.resolved(identity=True).items() if k not in ("suite_file", "origins", "scale")}
-        identity["settings"] = {k: v for k, v in identity["settings"].items() if k not in NOT_IDENTITY}
+        identity["settings"] = {k: v for k, v in identity["settings"].items() if k not in (*NOT_IDENTITY, *SPEED_KEYS)}
+        # Only the speed settings that are not at their default: a run from before they existed keeps its id.
+        identity["settings"].update(speed_changes(self.settings.core))
         identity["dataset"] = {**identity["dataset"], "params": {
             k: v for k, v in identity["dataset"]["params"].items() if k not in PATH_PARAMS}}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
@@ -154,7 +159,7 @@ def spec_from_resolved(resolved: dict[str, Any], registry: Registry) -> RunSpec:
         return PluginChoice(kind, entry.name, entry.cls,
                             parse(getattr(entry.cls, "params", None), spec["params"], f"{where}: {kind}"))
 
-    core_fields = {k: settings[k] for k in CORE_KEYS}
+    core_fields = {k: settings[k] for k in CORE_KEYS if k in settings}  # a config.json older than a key: its default
     data = resolved["data"]
     run_settings = RunSettings(
         config=resolved["config"],
@@ -174,7 +179,7 @@ def spec_from_resolved(resolved: dict[str, Any], registry: Registry) -> RunSpec:
         origins=dict(resolved.get("origins", {})), registry=registry,
     )
     return RunSpec(resolved["suite"], Path(resolved["suite_file"]), resolved["config"], resolved["seed"],
-                   resolved["scale"], run_settings)
+                   resolved["scale"], run_settings, resolved.get("search"))
 
 
 @dataclass
@@ -184,6 +189,7 @@ class Config:
     name: str
     where: str
     layers: list[Layer]
+    search: Any = None  # its own `search` table: narrows or extends the suite's [search] space
 
 
 @dataclass
@@ -197,6 +203,9 @@ class Suite:
     defaults: Layer
     scales: dict[str, Layer]
     loggers: tuple[str, ...] = ()  # `ganbench run --logger NAME`: added to every config
+    search: Any = None  # the [search] table, validated (ganbench.search_space.Search), or None
+    # The [executor] table (ganbench.executors.Choice), or None: where runs train, never in a run id.
+    executor: Any = None
 
     @property
     def name(self) -> str:
@@ -231,6 +240,15 @@ class Suite:
             settings = self.settings(config, scale)
             specs += [RunSpec(self.name, self.path, config.name, seed, scale, settings) for seed in self.header.seeds]
         return specs
+
+    def settings_with(self, name: str, layer: Layer) -> RunSettings:
+        """Config `name` with one more layer (a search trial's values), validated at every scale;
+        the default scale's settings."""
+        config = next(c for c in self.configs if c.name == name)
+        extended = Config(config.name, config.where, [*config.layers, layer])
+        for scale in self.scales:
+            self.settings(extended, scale)
+        return self.settings(extended, "default")
 
     def settings(self, config: Config, scale: str) -> RunSettings:
         file = str(self.path)
@@ -283,9 +301,30 @@ def load_suite(path: str | Path, data_root: str | None = None, loggers: list[str
     for name in loggers:
         registry.get("logger", name, "--logger")
     suite = Suite(path, header, registry, dataset, data, configs, defaults, scales, tuple(dict.fromkeys(loggers)))
+    if "executor" in tree:
+        from ganbench.executors import table as executor_table
+
+        suite.executor = executor_table(tree["executor"], registry, file)
     for scale in scales:
         for config in configs:
             plugin_plot(suite.settings(config, scale), f"{file}: {config.where}")
+    if "search" in tree:
+        try:
+            from ganbench.search_space import parse_search
+        except ModuleNotFoundError as exc:
+            if exc.name != "optuna":
+                raise
+            raise UsageError(f"{file}: search: a [search] table needs Optuna, which is not installed: "
+                             "pip install 'ganbench[search]'") from None
+
+        suite.search = parse_search(tree["search"], {c.name: c.search for c in configs}, header.seeds, file,
+                                    suite.settings_with, [m.name for m in suite.settings(configs[0], "default").metrics],
+                                    header.primary, list(scales))
+    else:
+        for config in configs:
+            if config.search is not None:
+                raise UsageError(f"{file}: {config.where}.search: a config's search space needs a [search] table "
+                                 "in the suite (with its trials budget)")
     return suite
 
 
@@ -401,12 +440,13 @@ def _configs(tree: dict[str, Any], file: str) -> list[Config]:
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
             raise UsageError(f"{file}: {where}.name: every config needs a name (a non-empty string)")
-        layer = flatten(entry, where, file, allowed_extra=("name", "matrix"))
+        layer = flatten(entry, where, file, allowed_extra=("name", "matrix", "search"))
         matrix = entry.get("matrix")
         if matrix is None:
-            configs.append(Config(name, where, [layer]))
+            configs.append(Config(name, where, [layer], entry.get("search")))
             continue
-        configs += _expand_matrix(name, where, layer, matrix, file)
+        configs += [Config(c.name, c.where, c.layers, entry.get("search"))
+                    for c in _expand_matrix(name, where, layer, matrix, file)]
     names = [c.name for c in configs]
     for name in names:
         if names.count(name) > 1:

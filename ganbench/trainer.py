@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ganbench import checkpoint
 from ganbench.checkpoint import LoopState, StatelessCheck, identity, save
+from ganbench.defaults import step_networks, to_channels_last
 from ganbench import failure as failures
 from ganbench.failure import Position
 from ganbench.incidents import IncidentLog, incident_summary
@@ -28,6 +29,7 @@ from ganbench.interrupt import Interrupted, StopRequest
 from ganbench.registry import run_plugin_manager
 from ganbench.rundir import append_jsonl, write_atomic, write_json
 from ganbench.samples import save_samples
+from ganbench.settings import speed_changes
 from ganbench.state import Batch, Models, Optimizers, Run, Scores, Step, Targets, Updates, discriminate, generate
 
 # metrics.jsonl keys of a train record, in the order they are accumulated on the device. d_acc is
@@ -68,6 +70,8 @@ def build_run(spec: Any, run_dir: Path, device: torch.device, at: Position | Non
     models.discriminator.to(device)
     run.models = models
     pm.hook.ganbench_configure_models(run=run, models=models)
+    if s.channels_last:  # after the plugins' changes (spectral norm), before the optimizers see the weights
+        to_channels_last(models)
     run.optimizers = Optimizers(
         generator=pm.hook.ganbench_build_optimizer(
             run=run, network="generator", parameters=list(models.generator.parameters()), settings=s.optimizer_g),
@@ -96,7 +100,8 @@ def train(run: Run, progress: Progress | None = None, stop: StopRequest | None =
     so that an exception can be placed (ganbench.failure)."""
     s, hook, device = run.settings, run.hook, run.device
     assert run.models is not None and run.optimizers is not None
-    G, D = run.models.generator, run.models.discriminator
+    D = run.models.discriminator
+    step_g, step_d = step_networks(run)  # G and D under the speed settings (the modules themselves by default)
     opt_g, opt_d = run.optimizers.generator, run.optimizers.discriminator
     n = s.batch_size
     metrics_path = run.dir / "metrics.jsonl"
@@ -150,10 +155,10 @@ def train(run: Run, progress: Progress | None = None, stop: StopRequest | None =
             real, labels = run.data.sample(n, run.rng)
             fake_labels = hook.ganbench_sample_labels(run=run, n=n)
             with torch.set_grad_enabled(last):  # G's first update reuses the last fake batch
-                fake = generate(G, hook.ganbench_sample_latent(run=run, n=n), fake_labels)
+                fake = generate(step_g, hook.ganbench_sample_latent(run=run, n=n), fake_labels)
             batch = Batch(real=real, fake=fake.detach(), real_labels=labels, fake_labels=fake_labels)
             hook.ganbench_discriminator_inputs(run=run, step=step, batch=batch)
-            scores = score(D, batch, combined=s.d_batch == "combined")
+            scores = score(step_d, batch, combined=s.d_batch == "combined")
             targets = Targets(real=ones.clone(), fake=zeros.clone())
             hook.ganbench_discriminator_targets(run=run, step=step, targets=targets)
             d_loss = hook.ganbench_discriminator_loss(run=run, step=step, scores=scores, targets=targets)
@@ -175,10 +180,10 @@ def train(run: Run, progress: Progress | None = None, stop: StopRequest | None =
             if update > 0:
                 real, labels = run.data.sample(n, run.rng)
                 fake_labels = hook.ganbench_sample_labels(run=run, n=n)
-                fake = generate(G, hook.ganbench_sample_latent(run=run, n=n), fake_labels)
+                fake = generate(step_g, hook.ganbench_sample_latent(run=run, n=n), fake_labels)
             batch = Batch(real=real, fake=fake, real_labels=labels, fake_labels=fake_labels)
             hook.ganbench_discriminator_inputs(run=run, step=step, batch=batch)
-            scores = Scores(real=None, fake=discriminate(D, batch.fake, batch.fake_labels))
+            scores = Scores(real=None, fake=discriminate(step_d, batch.fake, batch.fake_labels))
             g_loss = hook.ganbench_generator_loss(run=run, step=step, batch=batch, scores=scores)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -301,11 +306,14 @@ def evaluate(run: Run, done: int, images_seen: int, fixed_z: Tensor, fixed_label
                               "images_seen": images_seen,
                               "sample_grid": f"samples/step-{done:07d}.png"}
     provenance, better = {}, run.extras.setdefault("metric_better", {})
+    # A metric of a run trained in bf16, channels-last or compiled is never ranked with one of an
+    # eager fp32 run (ganbench.fid.comparable); at the defaults nothing is added, as before.
+    trained = {f"train_{k}": v for k, v in speed_changes(run.settings.core).items()}
     for result in results:
         if result is None:
             continue
         record.update(result.values)
-        provenance[result.metric] = dict(result.provenance)
+        provenance[result.metric] = {**result.provenance, **trained}
         if result.convergence is not None:
             provenance[result.metric]["convergence"] = result.convergence.record()
         # In every record, not only in status.json at the end: a report built while the suite
@@ -347,7 +355,7 @@ def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress |
             stop: StopRequest | None = None, restart: bool = False) -> str:
     """Run one spec into `run_dir`, from its last checkpoint when it has a resumable one (and not
     `restart`), recording its status whatever happens. Returns the status."""
-    from ganbench.environment import environment
+    from ganbench.environment import environment, peak_memory, reset_peak_memory
 
     stop = stop or StopRequest()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -368,6 +376,7 @@ def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress |
     write_json(run_dir / "status.json", {"status": "running", "started": started_at, "step": resumed_from or 0,
                                          "resumed": history, "note": plan.note})
     run, at, failure, tracebacks = None, Position(), None, []
+    reset_peak_memory(device)
 
     def fail(exc: Exception) -> dict[str, Any]:
         """Write the traceback (after any earlier one) to error.txt, and place the exception."""
@@ -409,5 +418,6 @@ def execute(spec: Any, run_dir: Path, device: torch.device, progress: Progress |
         "step": step, "steps": spec.settings.steps,
         "wall_s": round(wall_before + time.perf_counter() - started, 3), "metrics": summary,
         "incidents": incident_summary(run_dir / "incidents.jsonl"), "resumed": history, "note": plan.note,
+        "memory": peak_memory(device),
     })
     return status

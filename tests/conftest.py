@@ -1,6 +1,7 @@
-"""Shared helpers: tiny suites written to a temporary folder."""
+"""Shared helpers: tiny suites written to a temporary folder, and the devices tests run on."""
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -60,3 +61,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def available_devices() -> list[str]:
+    """The devices `device`-parametrised tests run on: cpu, plus cuda when one is present.
+    GANBENCH_TEST_DEVICES (a comma list) narrows them: benchmarks/gpu_check.py sets it to cuda."""
+    chosen = os.environ.get("GANBENCH_TEST_DEVICES", "").strip()
+    if chosen:
+        return [d.strip() for d in chosen.split(",") if d.strip()]
+    return ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+DEVICES = available_devices()
+# cuBLAS reads this when it starts, and deterministic algorithms on cuda need it: set it before any
+# test touches the GPU (it only fixes cuBLAS's workspace size).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """Each device in DEVICES; a test that takes it is marked `gpu` (`pytest -m gpu` runs them)."""
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def deterministic(device):
+    """On cuda, torch's deterministic algorithms for the test (cuDNN and atomics-based kernels may
+    otherwise round differently between two runs in one process); the CPU's kernels already are."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)

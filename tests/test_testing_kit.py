@@ -296,5 +296,7 @@ def test_every_builtin_plugin_conforms(one_thread, kind, name):
     (checked,) = gt.check_plugin(cls, kind, params=PARAMS.get((kind, name)))
     if kind == "check":  # a doctor check diagnoses a run; it never trains in one
         assert checked.checks[-1] == "diagnoses"
+    elif kind == "executor":  # it trains whole runs in its engine: tests/test_executors*.py run each one
+        assert checked.checks[-1] == "hooks"
     else:
         assert "seeded" in checked.checks and "resumes" in checked.checks

@@ -77,12 +77,13 @@ def make_inputs(tmp_path):
     write_fake_mnist_raw_folder(tmp_path / "tv", Mnist.folder, 16)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("dataset,config", [(d, c) for _, d, c in STEP_CASES], ids=[i for i, _, _ in STEP_CASES])
-def test_every_builtin_plugin_trains_a_step(write_suite, tmp_path, dataset, config):
+def test_every_builtin_plugin_trains_a_step(write_suite, tmp_path, dataset, config, device):
     make_inputs(tmp_path)
     spec = load_suite(write_suite(SUITE.format(dataset=dataset, config=config))).runs("default")[0]
     run_dir = tmp_path / "run"
-    assert execute(spec, run_dir, CPU) == "completed", (run_dir / "error.txt").read_text()
+    assert execute(spec, run_dir, device) == "completed", (run_dir / "error.txt").read_text()
     records = read_jsonl(run_dir / "metrics.jsonl")
     train_records = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train_records] == [1, 2]
@@ -92,7 +93,7 @@ def test_every_builtin_plugin_trains_a_step(write_suite, tmp_path, dataset, conf
     assert (run_dir / "samples" / "step-0000002.png").stat().st_size > 100
     state = torch.load(run_dir / "checkpoints" / "generator.pt")
     assert state["step"] == 2
-    run = build_run(spec, tmp_path / "shape-check", CPU)
+    run = build_run(spec, tmp_path / "shape-check", device)
     z = run.hook.ganbench_sample_latent(run=run, n=3)
     assert z.shape == (3, spec.settings.z_dim)
     fake = run.models.generator(z)
@@ -100,11 +101,12 @@ def test_every_builtin_plugin_trains_a_step(write_suite, tmp_path, dataset, conf
     assert run.models.discriminator(fake).shape == (3,)
 
 
-def test_the_same_seed_gives_identical_final_weights(tiny_suite, tmp_path):
+@pytest.mark.gpu
+def test_the_same_seed_gives_identical_final_weights(tiny_suite, tmp_path, device, deterministic):
     spec = load_suite(tiny_suite('tricks = ["instance-noise", "noisy-labels"]\nsteps = 3')).runs("default")[0]
     weights = []
     for name in ("one", "two"):
-        run = build_run(spec, tmp_path / name, CPU)
+        run = build_run(spec, tmp_path / name, device)
         assert train(run)[0] == "completed"
         weights.append({k: v.clone() for k, v in [*run.models.generator.state_dict().items(),
                                                   *(("D." + k, v) for k, v in run.models.discriminator.state_dict().items())]})
@@ -171,10 +173,11 @@ def suite_with_plugin(tiny_suite, tmp_path, plugin_source, extra):
     return load_suite(path)
 
 
-def test_a_failing_run_is_recorded_and_the_suite_goes_on(tiny_suite, tmp_path):
+@pytest.mark.gpu
+def test_a_failing_run_is_recorded_and_the_suite_goes_on(tiny_suite, tmp_path, device):
     suite = suite_with_plugin(tiny_suite, tmp_path, FAILING_TRICK,
                               'tricks = ["raise-at-step-double"]\n[[configs]]\nname = "b"')
-    outcomes = run_suite(suite, suite.runs("default"), tmp_path / "out", CPU, jobs=0)
+    outcomes = run_suite(suite, suite.runs("default"), tmp_path / "out", device, jobs=0)
     assert [(o.spec.config, o.status) for o in outcomes] == [("a", "failed"), ("b", "completed")]
     status = json.loads((outcomes[0].run_dir / "status.json").read_text())
     assert status["reason"] == ("RuntimeError: injected failure at step 1 (in ganbench_step_end of "
@@ -182,11 +185,12 @@ def test_a_failing_run_is_recorded_and_the_suite_goes_on(tiny_suite, tmp_path):
     assert "Traceback" in (outcomes[0].run_dir / "error.txt").read_text()
 
 
-def test_a_nan_loss_marks_the_run_diverged_at_that_step(tiny_suite, tmp_path):
+@pytest.mark.gpu
+def test_a_nan_loss_marks_the_run_diverged_at_that_step(tiny_suite, tmp_path, device):
     suite = suite_with_plugin(tiny_suite, tmp_path, NAN_TRICK,
                               'tricks = ["nan-at-step-double"]\nsteps = 8\nlog_every = 5')
     spec = suite.runs("default")[0]
-    assert execute(spec, tmp_path / "run", CPU) == "diverged"
+    assert execute(spec, tmp_path / "run", device) == "diverged"
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["reason"] == "non-finite d_penalty at step 3"
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -228,13 +232,14 @@ class SyncCounter:
                                     '[{ name = "unrolled", k = 2 }, "adaptive-ratio", "d-lr-decay", "unit-range"]',
                                     # loggers get the records as written: no read of their own
                                     '[]\nloggers = ["tensorboard", "mlflow"]'])
-def test_no_host_reads_between_log_intervals(tiny_suite, tmp_path, monkeypatch, tricks):
+@pytest.mark.gpu
+def test_no_host_reads_between_log_intervals(tiny_suite, tmp_path, monkeypatch, tricks, device):
     """Training 12 steps reads the device exactly as often as training 4: once per log interval."""
     counts = []
     for steps in (4, 12):
         spec = load_suite(tiny_suite(f"tricks = {tricks}\nsteps = {steps}\nlog_every = {steps}\n"
                                      f"eval_every = {steps}")).runs("default")[0]
-        run = build_run(spec, tmp_path / str(steps), CPU)
+        run = build_run(spec, tmp_path / str(steps), device)
         with monkeypatch.context() as m:
             counter = SyncCounter(m)
             assert train(run)[0] == "completed"

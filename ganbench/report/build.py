@@ -17,7 +17,8 @@ from ganbench.report.figures import figures
 from ganbench.report.load import SuiteResults, load
 from ganbench.report.ranking import Ranking, rank
 from ganbench.report.render import render_html, render_md
-from ganbench.report.view import build_view
+from ganbench.report.search import search_view
+from ganbench.report.view import build_view, figure_images
 from ganbench.rundir import write_atomic
 
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").
@@ -114,6 +115,9 @@ def build_report(source: Path | str, out: Path | str | None = None,
     ranking = rank(results)
     drawn = figures(results, ranking)
     view = build_view(results, ranking, drawn)
+    view["search"] = search_view(results)  # None unless the suite ran a [search]
+    if view["search"] is not None:
+        view["search"]["figures"] = figure_images(view["search"].pop("figure_list"))
 
     table = results_table(results, ranking)
     csv = _write_bytes(out, "results.csv", csv_table(table).to_csv(index=False).encode())
@@ -123,7 +127,7 @@ def build_report(source: Path | str, out: Path | str | None = None,
     table.astype({c: "string" for c in table.columns if table[c].dtype == object}).to_parquet(buffer, index=False)
     parquet = _write_bytes(out, "results.parquet", buffer.getvalue())
 
-    images = list(view["figures"]) + [im for c in view["samples"] for im in
+    images = list(view["figures"]) + list((view["search"] or {}).get("figures", [])) + [im for c in view["samples"] for im in
                                       [s["image"] for s in c["finals"] if s["image"]] + c["timeline"]]
     for image in images:
         _write_bytes(out, image.path, image.png)
