@@ -275,6 +275,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     steps = ", ".join(f"{scale} {runs[scale][0].settings.steps}" for scale in suite.scales)
     print(f"{args.suite}: ok: suite \"{suite.name}\", {len(suite.configs)} configs × {len(suite.header.seeds)} seeds "
           f"= {len(runs['default'])} runs on {suite.dataset.name}; steps per run by scale: {steps}")
+    if suite.search is not None:  # the trials come before those runs: say what a search trains in all
+        search = suite.search
+        per_scale = ", ".join(f"{scale} {search.trials(scale)}" for scale in suite.scales)
+        trial_runs = search.trials("default") * len(search.trial_seeds) * len(suite.configs)
+        print(f"  search: trials per config by scale: {per_scale}; {len(search.trial_seeds)} seed(s) per trial, "
+              f"then the best trial of each config on {len(search.final_seeds)} final seed(s): "
+              f"{trial_runs} trial runs + {len(search.final_seeds) * len(suite.configs)} final runs at the default scale")
     return 0
 
 

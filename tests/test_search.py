@@ -221,6 +221,15 @@ def test_a_search_without_optuna_names_the_extra(tmp_path, monkeypatch):
         load_suite(path)
 
 
+def test_validate_counts_the_trial_runs(tmp_path, capsys):
+    path = write_search_suite(tmp_path, trials=3)
+    assert main(["validate", str(path)]) == 0
+    search = load_suite(path).search
+    configs = len(load_suite(path).configs)
+    out = capsys.readouterr().out
+    assert f"{3 * len(search.trial_seeds) * configs} trial runs + {len(search.final_seeds) * configs} final runs" in out
+
+
 def test_the_cli_exits_2_on_a_bad_space(tmp_path, capsys):
     path = _with_space(tmp_path, '"optimizer.d.lrr" = { log_uniform = [1e-5, 1e-2] }')
     assert main(["validate", str(path)]) == 2
