@@ -45,8 +45,8 @@ ORDER = ("env", "tests", "parity", "determinism", "speed", "stability", "estimat
 TIMEOUTS = {
     "cuda": {"env": 60, "tests": 150, "parity": 60, "determinism": 60, "speed": 150, "stability": 240,
              "estimate": 120, "concurrency": 120, "bench": 90, "fid": 120, "budget": 570},
-    "cpu": {"env": 60, "tests": 240, "parity": 60, "determinism": 60, "speed": 240, "stability": 240,
-            "estimate": 150, "concurrency": 120, "bench": 90, "fid": 120, "budget": 575},
+    "cpu": {"env": 60, "tests": 180, "parity": 60, "determinism": 60, "speed": 150, "stability": 180,
+            "estimate": 180, "concurrency": 90, "bench": 60, "fid": 120, "budget": 575},
     "quick": {"env": 60, "tests": 180, "parity": 60, "determinism": 60, "speed": 120, "stability": 180,
               "estimate": 120, "concurrency": 90, "bench": 60, "fid": 120, "budget": 570},
 }
@@ -64,13 +64,13 @@ SIZES: dict[str, dict[str, Any]] = {
                      "--real-samples", "10000"]},
     "cpu": {"pytest": ["-m", "gpu and not slow", "-k", "dcgan-bce-gaussian or wgan-gp or spectral-norm or identical "
                        "or nan_loss or host_reads or speed"], "parity_steps": 3, "determinism_steps": 6,
-            "speed": {"warmup": 5, "timed": 10, "repeats": 1, "settings": "cpu"},
-            "stability": {"scale": "gpu-check", "jobs": 1, "metrics": '["fid"]',
+            "speed": {"warmup": 5, "timed": 8, "repeats": 2, "settings": "cpu"},
+            "stability": {"scale": "gpu-check", "jobs": 1, "metrics": '[{ name = "fid", batch_size = 16 }]',
                           "table": {"steps": 20, "log_every": 10, "eval_every": 20, "eval_samples": 32,
                                     "real_samples": 64}},
-            "estimate_steps": 5, "bench": ["--steps", "10", "--repeats", "1"],
+            "estimate_steps": 3, "bench": ["--steps", "10", "--repeats", "1"],
             "concurrency": {"jobs": [1, 2], "warmup": 3, "timed": 9},
-            "fid": ["--images", "16", "--repeats", "1", "--batch-size", "16", "--skip", "cache"]},
+            "fid": ["--images", "8", "--repeats", "1", "--batch-size", "8", "--skip", "cache"]},
     "quick": {"pytest": ["-m", "gpu and not slow", "-k", "identical_final_weights or nan_loss or resumes_bit"],
               "parity_steps": 2, "determinism_steps": 3,
               "speed": {"warmup": 2, "timed": 4, "repeats": 1, "settings": "quick"},
@@ -82,10 +82,10 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 SCALED_DOWN = {
     "cpu": "tests of 3 plugins' steps, reproducibility, divergence, host reads and the speed settings, without "
-           "the slow (compiled) one; speed at 10 timed steps, once, no reduce-overhead (CUDA graphs need a "
-           "GPU); stability at 20 steps with FID alone (no classifier) on 32 samples instead of the default "
-           "scale's 3,000 steps and 10,000; estimate profiles 5 steps; concurrency 1 and 2 runs at once; bench "
-           "10 steps; FID throughput on 16 images, without its cold/warm cache part",
+           "the slow (compiled) one; one CPU thread per step process unless OMP_NUM_THREADS says otherwise; speed at 8 timed steps, best of 2 in alternating order, no reduce-overhead (CUDA graphs need a "
+           "GPU); stability at 20 steps with FID alone (no classifier, Inception batch 16) on 32 samples instead "
+           "of the default scale's 3,000 steps and 10,000; estimate profiles 3 steps; concurrency 1 and 2 runs at "
+           "once; bench 10 steps; FID throughput on 8 images, without its cold/warm cache part",
     "quick": "every step at its smallest: a few tests, 4 timed steps per setting and no compile, "
              "stability at 10 steps with FID alone on 16 samples, FID throughput without its cache part",
 }
@@ -489,6 +489,7 @@ def step_concurrency(device: Any, size: dict[str, Any], out: Path, result: dict[
     """`ganbench run --jobs N` on the one device: N seeds of the vanilla step at once, each run's
     steps/s from its own log records (after its warm-up), summed: what N runs at once deliver."""
     from ganbench.rundir import read_jsonl
+    from ganbench.threads import per_run as per_run_threads
 
     cfg, rows = size["concurrency"], []
     for jobs in cfg["jobs"]:
@@ -508,16 +509,20 @@ def step_concurrency(device: Any, size: dict[str, Any], out: Path, result: dict[
         if rc != 0 or len(per_run) != jobs:
             result.update({"failed_at_jobs": jobs, "rows": rows})
             return False
-        rows.append({"jobs": jobs, "per_run_steps_per_s": sum(per_run) / jobs, "aggregate_steps_per_s": sum(per_run)})
+        threads, why = per_run_threads(jobs)  # as `ganbench run` chose them in its run processes
+        rows.append({"jobs": jobs, "threads_per_run": threads, "threads_why": why,
+                     "per_run_steps_per_s": sum(per_run) / jobs, "aggregate_steps_per_s": sum(per_run)})
     base = rows[0]["aggregate_steps_per_s"]
     for row in rows:
         row["aggregate_vs_one"] = row["aggregate_steps_per_s"] / base
     result.update({"rows": rows, "workload": "stability vanilla step, metrics off", "device": str(device),
-                   "table": ["| runs at once | steps/s per run | steps/s together | together vs one run |",
-                             "|---|---|---|---|", *(f"| {r['jobs']} | {r['per_run_steps_per_s']:.2f} | "
-                                                    f"{r['aggregate_steps_per_s']:.2f} | {r['aggregate_vs_one']:.2f} |"
-                                                    for r in rows)],
-                   "notes": ["each run gets the usable cores / --jobs CPU threads (ganbench.threads)"],
+                   "table": ["| runs at once | CPU threads per run | steps/s per run | steps/s together | together vs one run |",
+                             "|---|---|---|---|---|", *(f"| {r['jobs']} | {r['threads_per_run']} | "
+                                                        f"{r['per_run_steps_per_s']:.2f} | "
+                                                        f"{r['aggregate_steps_per_s']:.2f} | {r['aggregate_vs_one']:.2f} |"
+                                                        for r in rows)],
+                   "notes": ["CPU threads per run as `ganbench run` chose them (ganbench.threads): "
+                             + "; ".join(f"{r['jobs']} at once: {r['threads_why']}" for r in rows)],
                    "headline": ", ".join(f"{r['jobs']} at once x{r['aggregate_vs_one']:.2f}" for r in rows)})
     return True
 
@@ -666,6 +671,7 @@ def main() -> int:
     import torch
 
     from ganbench.bench import conditions, load_average, ratio_line
+    from ganbench.threads import passive_wait
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -678,6 +684,16 @@ def main() -> int:
     for folder in (out / "logs", out / "steps"):
         folder.mkdir(parents=True, exist_ok=True)
     limits = TIMEOUTS[size]
+    # As `ganbench run` does for its run processes: idle OpenMP threads sleep instead of spinning, in
+    # every step's process (they start after this; ganbench.threads).
+    passive_wait()
+    if not args.device.startswith("cuda") and not os.environ.get("OMP_NUM_THREADS"):
+        # On the CPU the check times one thread per step process unless told otherwise: on this
+        # project's 2-core CPU with other work beside it, two threads made the speed step's timings
+        # swing up to 20x between log intervals (bf16: 0.08-1.57 s/step at 2 threads, passive wait
+        # included; 0.032-0.043 at 1), so no ratio measured at 2 threads there meant anything.
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
     ran_under = conditions(args.device)
     print(ran_under)
     scaled = SCALED_DOWN.get(size) if not args.device.startswith("cuda") or args.quick else None
