@@ -186,6 +186,11 @@ def _run_locked(args: argparse.Namespace, console: Console, suite: Any, specs: l
                   f"{len(suite.header.seeds)} seeds) at scale [bold]{scale}[/bold] on {device_name(device)} → {out}")
     console.print(f"[dim]{choice.threads} CPU thread(s) per run ({choice.why})"
                   f"{'; OMP_WAIT_POLICY=PASSIVE for the run processes' if choice.passive else ''}[/dim]")
+    from ganbench.threads import busy_warning
+
+    busy = busy_warning(choice.threads, choice.why, device.type)
+    if busy:
+        console.print(f"[yellow]note: {escape(busy)}[/yellow]")
     if scale == "smoke" and args.scale is None:
         console.print(Panel(SMOKE_WARNING, style="bold yellow"))
     out.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,23 @@ def per_run(jobs: int, requested: int | None = None, cores: int | None = None) -
     return max(1, cores // max(1, jobs)), f"{cores} core(s) / {max(1, jobs)} run(s) at once"
 
 
+def busy_warning(threads: int, why: str, device_type: str) -> str | None:
+    """A line for `ganbench run` when the CPU already has other work and each run would get more
+    than one thread by ganbench's own choice (not --threads or OMP_NUM_THREADS). Read before the
+    runs start, the 1-minute load average counts other processes (and runs that just ended)."""
+    if device_type != "cpu" or threads <= 1 or "core(s)" not in why:
+        return None
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not available on this system
+        return None
+    if load < 1.0:
+        return None
+    return (f"the CPU already has other work (1-minute load average {load:.1f} on {usable_cores()} usable "
+            f"core(s)): {threads} threads per run beside it can be many times slower than one (measured "
+            f"up to 20x on a shared 2-core CPU; docs/suites.md, Threads per run). --threads 1 avoids it")
+
+
 def apply(threads: int) -> None:
     """Give this process's torch `threads` intra-op threads."""
     torch.set_num_threads(threads)

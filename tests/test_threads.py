@@ -32,6 +32,18 @@ def test_the_users_choice_wins(no_omp_env, monkeypatch):
     assert threads.per_run(1, cores=16)[0] == 16
 
 
+def test_a_busy_cpu_gets_a_note_only_when_ganbench_chose_several_threads(monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.3, 2.0, 1.5))
+    note = threads.busy_warning(2, "2 core(s) / 1 run(s) at once", "cpu")
+    assert note and "2.3" in note and "--threads 1" in note
+    assert threads.busy_warning(1, "2 core(s) / 2 run(s) at once", "cpu") is None  # one thread: nothing to say
+    assert threads.busy_warning(2, "--threads", "cpu") is None  # the user chose
+    assert threads.busy_warning(2, "OMP_NUM_THREADS", "cpu") is None
+    assert threads.busy_warning(2, "2 core(s) / 1 run(s) at once", "cuda") is None
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.2, 0.1))  # an idle machine
+    assert threads.busy_warning(2, "2 core(s) / 1 run(s) at once", "cpu") is None
+
+
 def test_passive_wait_is_set_for_the_run_and_put_back(no_omp_env, monkeypatch):
     before = torch.get_num_threads()
     with threads.chosen(jobs=1, requested=1) as choice:
