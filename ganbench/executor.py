@@ -102,6 +102,9 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
     With `detach`, the runs are submitted and only the skipped runs' outcomes are returned."""
     console = console or Console(stderr=True)
     suite_stop = suite_stop or SuiteStop()
+    ids = [spec.run_id for spec in specs]
+    if len(set(ids)) != len(ids):  # two processes would train one folder; the caller must merge them
+        raise ValueError(f"run_suite: a run is listed twice: {sorted({i for i in ids if ids.count(i) > 1})}")
     engine = executors.choose(suite, executor, executor_options, detach, jobs)
     outcomes: list[Outcome] = []
     todo: list[RunSpec] = []

@@ -59,8 +59,11 @@ def run_trials(suite: Suite, scale: str, only: list[str] | None, out: Path, devi
         console.print(f"[bold]search[/bold]: trials {names}")
         monitor = Monitor(batch, trial_out, search, suite_stop.children)
         monitor.start()
+        # Two trials of a discrete space can draw the same values, so the same runs: each run is
+        # trained once, and every trial that names it reads its value from it.
+        specs = list({s.run_id: s for t in batch for s in t.specs}.values())
         try:
-            run_suite(suite, [s for t in batch for s in t.specs], trial_out, device, jobs=jobs, console=console,
+            run_suite(suite, specs, trial_out, device, jobs=jobs, console=console,
                       suite_stop=suite_stop, threads=threads, **run_options)
         finally:
             monitor.halt.set()

@@ -208,3 +208,29 @@ def test_two_workers_on_one_sqlite_study_do_not_duplicate_trials(tmp_path):
         assert "| a | 8 | 0 | 0 | 0 |" in (tmp_path / f"worker{i}" / "report.md").read_text()
     workers = {t.user_attrs["worker"] for t in complete}
     print(f"trials per worker: { {w: sum(t.user_attrs['worker'] == w for t in complete) for w in workers} }")
+
+
+def test_trials_that_draw_the_same_values_share_one_run(tmp_path):
+    # A space of one value: every trial draws it, so the two trials of each random batch (jobs 2) name
+    # the same run (a discrete space does this by chance). The run is trained once (two processes in
+    # one folder would mix their records), and every trial reads its value from it.
+    suite = write_search_suite(tmp_path, trials=4, seed=3)
+    text = suite.read_text()
+    suite.write_text(text.partition("[search.space]")[0] + '[search.space]\n"optimizer.d.lr" = { choice = [1e-3] }\n\n'
+                     + text[text.index("[[configs]]"):])
+    out = tmp_path / "out"
+    done = subprocess.run(_ganbench("run", str(suite), "--out", str(out), "--jobs", "2", "--scale", "default"),
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    trials = _study(out / "search.db").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    by_lr: dict[float, set[float]] = {}
+    for t in trials:
+        by_lr.setdefault(t.params["optimizer.d.lr"], set()).add(t.value)
+    assert sum(len(v) for v in by_lr.values()) == len(by_lr)  # equal values, equal results: one run each
+    runs = sorted((out / "search" / "runs").iterdir())
+    assert len(runs) == len(by_lr) == 1
+    for run in runs:  # one trainer per folder: each step logged once
+        steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(line)["kind"] == "train"]
+        assert steps == sorted(set(steps))
