@@ -181,6 +181,9 @@ def _outcome(spec: RunSpec, run_dir: Path, died: str | None = None, error: str |
     its process ended, `error` the engine's or the run's last word) is recorded here for it."""
     status = read_status(run_dir)
     status = status if isinstance(status, dict) else {}
+    if status.get("status") in (None, "running") and executors.trainer_busy(run_dir):
+        # Another process trains it (this job ended at once, RunBusy): its status is that process's to write.
+        return Outcome(spec, run_dir, "failed", error or "another process is training this run; it was left alone")
     if status.get("status") in (None, "running"):
         # The process died without recording an end (killed, segfault, a full disk): record it for it.
         if stopping:

@@ -13,13 +13,14 @@ engine starts it again, as long as the run folder is on storage that place can r
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import socket
 import time
 import tomllib
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ from ganbench.rundir import read_json, write_json
 EXECUTOR_DIR = "executor"
 SUBMITTED = "submitted.json"
 WORKER = "worker.json"
+TRAINER_LOCK = "trainer.lock"  # held by the process training the run, released when it exits or dies
+
+
+class RunBusy(RuntimeError):
+    """Another process is training this run: a second trainer would interleave its records and
+    checkpoints with the first's (a job submitted twice, a suite re-run while detached jobs train)."""
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: hashed by identity, so a Job keys a dict of engine handles
@@ -228,14 +235,54 @@ def run_job(payload: dict[str, Any], progress: Callable[[dict[str, Any]], None] 
     that die, not for runs that raise. A run whose settings cannot even be rebuilt raises."""
     import torch
 
+    if payload.get("threads"):  # a worker's torch defaults to one thread per core: see ganbench.threads
+        torch.set_num_threads(int(payload["threads"]))
+    run_dir = Path(payload["run_dir"])
+    (run_dir / EXECUTOR_DIR).mkdir(parents=True, exist_ok=True)
+    with trainer_lock(run_dir):
+        return _run_locked(payload, run_dir, progress, stop)
+
+
+@contextlib.contextmanager
+def trainer_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run's trainer lock, taken at once or RunBusy naming the process that holds it (an OS
+    lock: the kernel releases it when that process exits, however it dies)."""
+    import filelock
+
+    lock = filelock.FileLock(run_dir / EXECUTOR_DIR / TRAINER_LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        holder = read_json(run_dir / EXECUTOR_DIR / WORKER)
+        who = (f"pid {holder.get('pid')} on {holder.get('host')}, attempt {holder.get('attempt')}"
+               if isinstance(holder, dict) else "unknown")
+        raise RunBusy(f"{run_dir.name}: another process is training this run ({who}); this one left it "
+                      "alone. Wait for it to end, or stop it, before starting the run again") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def trainer_busy(run_dir: Path) -> bool:
+    """Whether a process holds the run's trainer lock now (probed by taking it and letting go)."""
+    try:
+        with trainer_lock(run_dir):
+            return False
+    except RunBusy:
+        return True
+    except OSError:  # no folder to lock in: nobody trains it
+        return False
+
+
+def _run_locked(payload: dict[str, Any], run_dir: Path, progress: Callable[[dict[str, Any]], None] | None,
+                stop: StopRequest | None) -> dict[str, Any]:
+    import torch
+
     from ganbench.registry import Registry
     from ganbench.suite import spec_from_resolved
     from ganbench.trainer import execute
 
-    if payload.get("threads"):  # a worker's torch defaults to one thread per core: see ganbench.threads
-        torch.set_num_threads(int(payload["threads"]))
-    run_dir = Path(payload["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
     restart = bool(payload.get("restart")) and first_attempt(run_dir, payload.get("token", ""))
     attempt(run_dir)
     try:

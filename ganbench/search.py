@@ -16,8 +16,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ganbench.errors import UsageError
-from ganbench.rundir import read_json
+from ganbench.errors import UsageError, did_you_mean
+from ganbench.rundir import read_json, read_jsonl
 from ganbench.search_space import Search, trial_layer
 from ganbench.search_study import (DB_FILE, Monitor, Study, Trial, ask, best_trial, counts, default_storage,
                                    open_storage, open_studies, quiet, storage_url, study_name, tell)
@@ -70,9 +70,31 @@ def run_trials(suite: Suite, scale: str, only: list[str] | None, out: Path, devi
             monitor.join()
         if monitor.error is not None:
             console.print(f"[yellow]search: the trial monitor stopped: {monitor.error!r}[/yellow]")
+        missing = objective_missing(suite, specs, trial_out)
+        if missing:  # a misspelt key would fail every trial and spend the whole budget: stop at the first batch
+            for t in batch:
+                tell(t, trial_out, search, stopping=True)  # asked again, with the same values, next time
+            raise UsageError(missing)
         for t in batch:
             tally[tell(t, trial_out, search, suite_stop.stop.requested)] += 1
     return studies, tally
+
+
+def objective_missing(suite: Suite, specs: list[RunSpec], out: Path) -> str | None:
+    """One line when the batch's runs recorded eval points but none holds the objective's key."""
+    key = suite.search.objective.key
+    seen: set[str] = set()
+    for spec in specs:
+        for record in read_jsonl(out / "runs" / spec.run_id / "metrics.jsonl"):
+            if record.get("kind") == "eval":
+                if key in record:
+                    return None
+                seen.update(k for k, v in record.items() if isinstance(v, (int, float)) and k != "step")
+    if not seen:  # no eval point yet (every run failed early): nothing to judge by
+        return None
+    return (f'{suite.path}: search.objective.key = "{key}": the first trials\' eval points do not record it'
+            f'{did_you_mean(key, sorted(seen))}; they record: {", ".join(sorted(seen))}. Their runs are kept, '
+            "and the same trials are asked again when you run the suite after fixing the key")
 
 
 def final_specs(suite: Suite, scale: str, studies: list[Study], console: Any) -> list[RunSpec]:

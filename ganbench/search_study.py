@@ -154,6 +154,9 @@ def open_studies(suite: Suite, scale: str, only: list[str] | None, storage: optu
                                                     for k, d in sorted(space.items())}}
         recorded = study.user_attrs.get("search")
         differs = differs_from(recorded, described) if recorded is not None else []
+        if differs == ["objective"] and recorded["objective"].get("direction") == described["objective"].get("direction") \
+                and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            differs = []  # nothing was measured with the old key (a misspelt one stops the first batch): take the new
         if differs:
             raise UsageError(f'study "{name}" in the search storage was run with other search settings '
                              f"({', '.join(differs)} differ); give another --out or --search-storage, or delete the study")

@@ -253,3 +253,35 @@ def assert_equal(a, b) -> None:
             assert_equal(x, y)
     else:
         assert a == b
+
+
+def test_a_run_another_process_trains_is_left_alone(tmp_path, capsys):
+    # A job submitted twice (a suite re-run while its detached jobs still train) must not put a second
+    # trainer into the run's folder. A stand-in for the first trainer holds the run's lock from another
+    # process; the suite's run then ends at once naming it, and writes nothing into the folder. Once that
+    # process is killed (kill -9: the kernel drops its lock), the same command trains the run.
+    import signal
+    import subprocess
+    import sys
+
+    suite = write(tmp_path, steps=20)
+    spec = load_suite(suite).runs("default")[0]
+    run_dir = tmp_path / "out" / "runs" / spec.run_id
+    (run_dir / executors.EXECUTOR_DIR).mkdir(parents=True)
+    write_json(run_dir / executors.EXECUTOR_DIR / executors.WORKER, {"pid": 4242, "host": "node7", "attempt": 1})
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from ganbench.executors import trainer_lock\n"
+        f"with trainer_lock(Path({str(run_dir)!r})):\n    print('held', flush=True); time.sleep(300)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in run_dir.rglob("*"))
+        main(["run", str(suite), "--out", str(tmp_path / "out"), "--scale", "default", "--jobs", "1", "--only", "a"])
+        err = capsys.readouterr().err
+        assert "another process is training this run (pid 4242 on node7" in " ".join(err.split())
+        assert sorted(p.name for p in run_dir.rglob("*")) == before  # no status, metrics or checkpoint written
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--scale", "default", "--jobs", "1"]) == 0
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"

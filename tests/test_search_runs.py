@@ -234,3 +234,24 @@ def test_trials_that_draw_the_same_values_share_one_run(tmp_path):
         steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
                  if json.loads(line)["kind"] == "train"]
         assert steps == sorted(set(steps))
+
+
+def test_a_misspelt_objective_key_stops_at_the_first_batch(tmp_path, capsys, one_thread):
+    # With a direction given, any key loads; a typo would fail every trial and spend the budget. The first
+    # batch's eval points show the key is never recorded: one line, exit 2, the trials asked again later.
+    suite = write_search_suite(tmp_path, trials=4)
+    suite.write_text(suite.read_text().replace('key = "lr_distance"', 'key = "lr_distanse"'))
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "--out", str(out), "--jobs", "0", "--scale", "default"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f'{suite}: search.objective.key = "lr_distanse"' in err and 'did you mean "lr_distance"' in err
+    trials = _study(out / "search.db").get_trials()
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 0
+    assert [t.state for t in trials if t.state != TrialState.FAIL] == [TrialState.WAITING]  # re-asked, not spent
+    first_run = next((out / "search" / "runs").iterdir())
+    assert json.loads((first_run / "status.json").read_text())["status"] == "completed"  # kept
+    # Fixed, the same command finishes the search and reuses the finished run.
+    suite.write_text(suite.read_text().replace('key = "lr_distanse"', 'key = "lr_distance"'))
+    assert main(["run", str(suite), "--out", str(out), "--jobs", "0", "--scale", "default"]) == 0
+    trials = _study(out / "search.db").get_trials()
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 4
