@@ -54,21 +54,34 @@ def run_state(run_dir: Path, now: float | None = None) -> dict[str, Any]:
 
 
 def suite_runs(out: Path) -> list[Path]:
-    """The run folders suite.json lists (in suite order), else every folder under runs/."""
+    """The run folders suite.json lists (in suite order), else every folder under runs/; then a
+    search's trial runs (under search/runs/), which suite.json names but does not list."""
     if not out.is_dir():
         raise UsageError(f"{out}: no such folder; give the output folder of a `ganbench run` (it holds suite.json)")
     listed = read_json(out / "suite.json")
     runs = listed.get("runs") if isinstance(listed, dict) else None
     if isinstance(runs, list) and runs:
-        return [out / "runs" / str(r) for r in runs]
-    found = sorted(p for p in (out / "runs").glob("*") if p.is_dir()) if (out / "runs").is_dir() else []
+        found = [out / "runs" / str(r) for r in runs]
+    else:
+        found = sorted(p for p in (out / "runs").glob("*") if p.is_dir()) if (out / "runs").is_dir() else []
+    search = listed.get("search") if isinstance(listed, dict) else None
+    trials = out / str(search.get("trial_runs", "")) if isinstance(search, dict) and search.get("trial_runs") else None
+    if trials is not None and trials.is_dir():
+        found += sorted(p for p in trials.glob("*") if p.is_dir())
     if not found:
-        raise UsageError(f"{out}: no suite.json and no runs/ here; give the output folder of a `ganbench run`")
+        what = "suite.json lists no runs yet and there are no run folders" if isinstance(listed, dict) else \
+            "no suite.json and no runs/ here"
+        raise UsageError(f"{out}: {what}; give the output folder of a `ganbench run`")
     return found
 
 
 def show_status(out: Path, as_json: bool = False) -> int:
-    states = [run_state(run_dir) for run_dir in suite_runs(out)]
+    states = []
+    for run_dir in suite_runs(out):
+        state = run_state(run_dir)
+        if run_dir.parent != out / "runs":  # a search's trial run: say so
+            state["run"] = run_dir.relative_to(out).parent.parent.as_posix() + "/" + run_dir.name
+        states.append(state)
     if as_json:
         for state in states:
             print(json.dumps(state))

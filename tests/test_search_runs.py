@@ -210,7 +210,7 @@ def test_two_workers_on_one_sqlite_study_do_not_duplicate_trials(tmp_path):
     print(f"trials per worker: { {w: sum(t.user_attrs['worker'] == w for t in complete) for w in workers} }")
 
 
-def test_trials_that_draw_the_same_values_share_one_run(tmp_path):
+def test_trials_that_draw_the_same_values_share_one_run(tmp_path, capsys):
     # A space of one value: every trial draws it, so the two trials of each random batch (jobs 2) name
     # the same run (a discrete space does this by chance). The run is trained once (two processes in
     # one folder would mix their records), and every trial reads its value from it.
@@ -234,6 +234,13 @@ def test_trials_that_draw_the_same_values_share_one_run(tmp_path):
         steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
                  if json.loads(line)["kind"] == "train"]
         assert steps == sorted(set(steps))
+    # `ganbench status` shows the re-measured run and the trial runs, marked as such.
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    final = json.loads((out / "suite.json").read_text())["runs"]
+    assert [s["run"] for s in shown] == [*final, *(f"search/{r.name}" for r in runs)]
+    assert {s["state"] for s in shown} == {"completed"}
 
 
 def test_a_misspelt_objective_key_stops_at_the_first_batch(tmp_path, capsys, one_thread):
