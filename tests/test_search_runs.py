@@ -71,6 +71,7 @@ def test_failed_trials_spend_the_budget_and_are_reported_as_failed(tmp_path, one
     assert json.loads((out / "suite.json").read_text())["runs"] == []  # nothing to re-measure
     report = (out / "report.md").read_text()
     assert "| a | 0 | 0 | 2 | 0 | – |" in report
+    assert "a: 2 of 2 finished trials failed" in " ".join(report.split())  # the budget curve cannot hide them
 
 
 @pytest.mark.slow  # trials in run processes, long enough to be stopped: about a minute

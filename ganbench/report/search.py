@@ -201,6 +201,12 @@ def search_view(results: SuiteResults) -> dict[str, Any] | None:
             "e1": f"{fmt(points[0].mean)} ± {fmt(points[0].std)}" if points else "–",
             "en": f"{fmt(points[-1].mean)} ± {fmt(points[-1].std)} (n = {points[-1].n})" if points else "–",
         })
+    for s in studies:
+        if s.failed:  # the curves draw from completed trials: an unstable configuration would look as reliable
+            share = s.failed / (s.failed + len(s.values))
+            notes.append(f"{s.config}: {s.failed} of {s.failed + len(s.values)} finished trials failed (diverged, "
+                         f"collapsed or raised) and are not in its expected-best curve; a draw of its settings failed "
+                         f"{share:.0%} of the time, so n draws all fail with probability {share:.2f}^n")
     largest = min((len(p) for p in curves.values()), default=0)
     table = [{"n": n, "cells": [fmt(curves[s.config][n - 1].mean) if s.config in curves else "–" for s in studies]}
              for n in budgets(largest)]
