@@ -59,7 +59,9 @@ class StepNetwork:
         self.channels_last = core.channels_last
         # CUDA graphs (reduce-overhead) reuse their output memory at the next replay, and the loop
         # keeps the D phase's fake batch and scores until after the G phase: keep a copy instead.
-        self.copy_out = mode == "reduce-overhead" and device.type == "cuda" and not self.autocast
+        # Under autocast too: an output autocast left in fp32 (a sum, say) would come back from
+        # .float() as the same tensor, in the graph's memory.
+        self.copy_out = mode == "reduce-overhead" and device.type == "cuda"
 
     def __call__(self, x: Tensor, *rest: Any) -> Tensor:
         if self.channels_last and x.dim() == 4:
@@ -67,7 +69,8 @@ class StepNetwork:
         if self.autocast:
             with torch.autocast(self.device_type, dtype=torch.bfloat16):
                 out = self.call(x, *rest)
-            return out.float()  # a new tensor: the loss and everything after it in fp32
+            # the loss and everything after it in fp32; a copy when the output lives in a CUDA graph
+            return out.to(torch.float32, copy=True) if self.copy_out else out.float()
         out = self.call(x, *rest)
         return out.clone() if self.copy_out else out
 
