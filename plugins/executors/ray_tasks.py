@@ -101,10 +101,17 @@ class Ray(Executor):
         try:
             read = ray.remote(num_cpus=0)(_read_marker)
             nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
-            refs = {n["NodeManagerAddress"]: read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            # Keyed by node id: two raylets on one address are two nodes to check.
+            refs = {(n["NodeID"], n["NodeManagerAddress"]): read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
                 n["NodeID"], soft=False)).remote(str(marker)) for n in nodes}
-            for host, ref in refs.items():
-                seen = ray.get(ref, timeout=120)
+            for (node, address), ref in refs.items():
+                host = f"{address} ({node[:8]})"
+                try:
+                    seen = ray.get(ref, timeout=120)
+                except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError) as exc:
+                    raise UsageError(f"--out {out}: Ray node {host} did not answer the storage check within 120 s "
+                                     f"({type(exc).__name__}); check that the node is healthy and has a free CPU "
+                                     "slot") from None
                 if seen != token:
                     raise UsageError(f"--out {out}: Ray node {host} cannot read the output folder ({marker} is "
                                      f"{seen if seen.startswith('unreadable') else 'another file there'}); put --out "
