@@ -35,13 +35,13 @@ def run_trials(suite: Suite, scale: str, only: list[str] | None, out: Path, devi
 
     search: Search = suite.search
     studies = open_studies(suite, scale, only, storage)
-    for entry in studies:
-        with quiet():
-            optuna.storages.fail_stale_trials(entry.study)
     tally = {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0}
     trial_out = out / TRIAL_RUNS
     slots = max(1, jobs // search.table.seeds_per_trial)
     while not suite_stop.stop.requested:
+        for entry in studies:  # before every batch: another worker's trials may have died since the last one
+            with quiet():
+                optuna.storages.fail_stale_trials(entry.study)
         # Random search learns nothing from finished trials: a whole round (one trial of every
         # configuration) at once keeps every job slot busy while the slow losses train. TPE reads the
         # finished trials, so it asks only as many as there are slots.
