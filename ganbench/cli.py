@@ -247,9 +247,23 @@ def _stopped(stop: Any, outcomes: list[Any], specs: list[Any], out: Path) -> int
         steps.append(str(status.get("step", "?")) if isinstance(status, dict) else "?")
     finished = len(outcomes) - len(interrupted)
     at = f" (checkpointed at step{'s' if len(steps) > 1 else ''} {', '.join(steps)})" if interrupted else ""
-    print(f"ganbench: stopped by {stop.name}: {finished} run(s) finished, {len(interrupted)} interrupted{at}, "
-          f"{len(specs) - len(outcomes)} not started; all kept in {out / 'runs'}. Run the same command again "
-          "to resume (--restart trains unfinished runs from step 0)", file=sys.stderr)
+    # A cluster's jobs go on after the suite stops waiting for them: they are not "not started", and
+    # running the command again while they train would submit them twice.
+    from ganbench.status import run_state
+
+    ended = {o.spec.run_id for o in outcomes}
+    elsewhere = [s for s in specs if s.run_id not in ended
+                 and run_state(out / "runs" / s.run_id)["state"] in ("queued", "running")]
+    left = len(specs) - len(outcomes) - len(elsewhere)
+    if elsewhere:
+        print(f"ganbench: stopped waiting ({stop.name}): {finished} run(s) finished, {len(interrupted)} "
+              f"interrupted{at}, {len(elsewhere)} still queued or training under the executor, {left} not "
+              f"started; all kept in {out / 'runs'}. Follow them with `ganbench status {out}`, and run the same "
+              "command again once they have ended", file=sys.stderr)
+    else:
+        print(f"ganbench: stopped by {stop.name}: {finished} run(s) finished, {len(interrupted)} interrupted{at}, "
+              f"{left} not started; all kept in {out / 'runs'}. Run the same command again "
+              "to resume (--restart trains unfinished runs from step 0)", file=sys.stderr)
     return 128 + (stop.signum or 0)
 
 

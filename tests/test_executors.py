@@ -285,3 +285,26 @@ def test_a_run_another_process_trains_is_left_alone(tmp_path, capsys):
         holder.wait()
     assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--scale", "default", "--jobs", "1"]) == 0
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+
+
+def test_stopping_the_wait_names_the_jobs_that_go_on(tmp_path, capsys):
+    # Ctrl-C while following SLURM jobs leaves them to the cluster: the last line must say they go on and
+    # how to follow them, not call them "not started" and ask for the command that would submit them twice.
+    from types import SimpleNamespace
+
+    from ganbench.cli import _stopped
+
+    suite = write(tmp_path)
+    specs = load_suite(suite).runs("default")
+    out = tmp_path / "out"
+    queued = out / "runs" / specs[0].run_id / executors.EXECUTOR_DIR
+    queued.mkdir(parents=True)
+    write_json(queued / executors.SUBMITTED, {"executor": "slurm", "submitted": time.time(), "job_id": "77"})
+    stop_record = SimpleNamespace(name="SIGINT", signum=2)  # a stand-in for the suite's StopRequest
+    assert _stopped(stop_record, [], specs, out) == 130
+    line = " ".join(capsys.readouterr().err.split())
+    assert "1 still queued or training under the executor, 1 not started" in line
+    assert f"ganbench status {out}" in line and "once they have ended" in line
+    (queued / executors.SUBMITTED).unlink()
+    _stopped(stop_record, [], specs, out)
+    assert "0 interrupted, 2 not started" in " ".join(capsys.readouterr().err.split())
