@@ -79,11 +79,18 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     try:
         with quiet(), creating(url):
-            if heartbeat is not None:
+            if heartbeat is not None:  # (experimental in Optuna: quiet() keeps its warning out of the console)
                 retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)
                 kwargs.update(heartbeat_interval=heartbeat, grace_period=heartbeat * MISSED_HEARTBEATS,
                               heartbeat_stale_trial_callback=retry)
-            return optuna.storages.RDBStorage(url, **kwargs)
+            for attempt in range(5):
+                try:
+                    return optuna.storages.RDBStorage(url, **kwargs)
+                except Exception as exc:  # sqlalchemy's OperationalError: another program (optuna-dashboard,
+                    # a script) created the tables at the same moment without ganbench's lock; they exist now
+                    if "already exists" not in str(exc) or attempt == 4:
+                        raise
+                    time.sleep(0.5)
     except (optuna.exceptions.StorageInternalError, ValueError, ImportError) as exc:
         raise UsageError(f"search storage {url}: cannot open it ({type(exc).__name__}: {exc}); give an Optuna RDB URL "
                          "like sqlite:////abs/path/search.db or postgresql://user@host/db") from None

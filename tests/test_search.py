@@ -319,3 +319,23 @@ def test_ranking_changes_with_the_budget():
     assert orders[1] == ["steady", "spiky"] and orders[4] == ["spiky", "steady"]
     same = {"x": curve([1.0, 2.0], "min"), "y": curve([3.0, 4.0], "min")}
     assert ranking_changes(same, "min") == (False, {1: ["x", "y"], 2: ["x", "y"]})
+
+
+def test_a_storage_whose_tables_another_program_created_at_once_is_opened(tmp_path, monkeypatch):
+    # optuna-dashboard or a script opening a new SQLite file at the moment a worker does, without
+    # ganbench's lock, makes the worker's table creation fail with "already exists" (seen in CI, from a
+    # test's poller). The worker tries again and finds the tables. The double below raises that error
+    # once (plumbing only); the second call opens the real file.
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing_storage(url, **kwargs):  # test double: the first call loses the race
+        calls.append(url)
+        if len(calls) == 1:
+            real(url, **kwargs)  # the other program's creation
+            raise RuntimeError("(sqlite3.OperationalError) table studies already exists")
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing_storage)
+    storage = open_storage(f"sqlite:///{tmp_path / 'race.db'}")
+    monkeypatch.undo()
+    assert len(calls) == 2 and optuna.create_study(study_name="s", storage=storage).study_name == "s"

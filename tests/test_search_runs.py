@@ -20,13 +20,16 @@ from optuna.trial import TrialState
 
 from ganbench.cli import main
 from ganbench.report import build_report
+from ganbench.search_study import open_storage
 from test_search import write_search_suite
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _study(db: Path, name: str = "tiny-search/a@default") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    # Through ganbench's own opening, which takes the lock beside the file: polling a database that a
+    # `ganbench run` is creating must not race it to create the tables.
+    return optuna.load_study(study_name=name, storage=open_storage(f"sqlite:///{db}"))
 
 
 def _ganbench(*args: str) -> list[str]:
