@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ from ganbench import checkpoint, executors
 from ganbench.interrupt import SIGNALS, StopRequest
 from ganbench.rundir import read_json, read_status, write_json
 from ganbench.suite import RunSpec, Suite
+
+# A stopped suite waits this long for a run that still holds its trainer lock to record its own end.
+STOPPING_WAIT_S = 30.0
 
 
 @dataclass
@@ -182,6 +186,17 @@ def _outcome(spec: RunSpec, run_dir: Path, died: str | None = None, error: str |
     status = read_status(run_dir)
     status = status if isinstance(status, dict) else {}
     if status.get("status") in (None, "running") and executors.trainer_busy(run_dir):
+        if stopping:
+            # The process still checkpoints: a forkserver killed with the suite (a signal to the whole
+            # group) reports its children as ended while they are not. Their own status is the true one.
+            deadline = time.monotonic() + STOPPING_WAIT_S
+            while executors.trainer_busy(run_dir) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            status = read_status(run_dir)
+            status = status if isinstance(status, dict) else {}
+            if status.get("status") not in (None, "running"):
+                return Outcome(spec, run_dir, status["status"], status.get("reason"))
+            return Outcome(spec, run_dir, "interrupted", "still checkpointing when the suite stopped")
         # Another process trains it (this job ended at once, RunBusy): its status is that process's to write.
         return Outcome(spec, run_dir, "failed", error or "another process is training this run; it was left alone")
     if status.get("status") in (None, "running"):
