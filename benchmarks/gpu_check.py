@@ -82,7 +82,8 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 SCALED_DOWN = {
     "cpu": "tests of 3 plugins' steps, reproducibility, divergence, host reads and the speed settings, without "
-           "the slow (compiled) one; one CPU thread per step process unless OMP_NUM_THREADS says otherwise; speed at 8 timed steps, best of 2 in alternating order, no reduce-overhead (CUDA graphs need a "
+           "the slow (compiled) one; one CPU thread per step process unless OMP_NUM_THREADS says otherwise; "
+           "speed at 8 timed steps, best of 2 in alternating order, no reduce-overhead (CUDA graphs need a "
            "GPU); stability at 20 steps with FID alone (no classifier, Inception batch 16) on 32 samples instead "
            "of the default scale's 3,000 steps and 10,000; estimate profiles 3 steps; concurrency 1 and 2 runs at "
            "once; bench 10 steps; FID throughput on 8 images, without its cold/warm cache part",
