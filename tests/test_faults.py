@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 
@@ -45,6 +46,18 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+def keep_full(filler: Path, done: threading.Event) -> None:
+    """Take every byte that is left, and again whenever something frees some (a failed write that removes its
+    temporary file) until `done`: the disk stays full for the rest of the run, as a real full disk would."""
+    with open(filler, "wb", buffering=0) as f:
+        while not done.is_set():
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 16))
+            except OSError:
+                done.wait(0.02)
+
+
 def assert_whole(run_dir: Path) -> None:
     """Every file of the run is one a reader can use: no half-written line, no stray temporary file."""
     if (run_dir / "metrics.jsonl").exists():
@@ -68,18 +81,19 @@ def test_a_disk_that_fills_up_fails_the_run_in_one_line_and_keeps_its_checkpoint
                             start_new_session=True)
     wait_for_step(disk / "out", 12, proc)
     filler = disk / "filler"
-    with open(filler, "wb") as f:  # take every byte that is left
-        try:
-            while True:
-                f.write(b"\0" * (1 << 20))
-                f.flush()
-        except OSError:
-            pass
-    code, err = finish(proc)
+    done = threading.Event()
+    keeper = threading.Thread(target=keep_full, args=(filler, done))
+    keeper.start()
+    try:
+        code, err = finish(proc)
+    finally:
+        done.set()
+        keeper.join()
+    flat = " ".join(err.split())  # rich wraps its lines at 80 columns on a pipe
     assert code == 1, err  # failed runs: a crash-worthy exit, not a traceback
     assert "Traceback" not in err and "IndexError" not in err
-    assert err.count("No space left on device") >= 2  # both seeds were tried: the suite went on
-    assert "the report could not be written" in " ".join(err.split())
+    assert flat.count("No space left on device") >= 2, err  # both seeds were tried: the suite went on
+    assert "the report could not be written" in flat, err
     runs = sorted((disk / "out" / "runs").iterdir())
     trained = [r for r in runs if (r / checkpoint.FILE).exists()]
     assert len(trained) == 1  # the run that was training when the disk filled kept its checkpoint
