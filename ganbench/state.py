@@ -122,19 +122,32 @@ class Convergence:
 
     A generator that smears its samples between the modes "covers" every mode and every class; a
     count of modes or classes says nothing until the samples are sharp. A metric that records such
-    values declares here which of its own values tells sharp samples apart (`key`) and the floor it
-    must reach (`at_least`). The report marks runs below it, and does not rank on the `guards`
-    values when the baseline's runs are below it.
+    values declares here which of its own values tells sharp samples apart (`key`) and the bound it
+    must reach: a floor (`at_least`, for a value where higher is sharper, such as a high-quality
+    fraction) or a ceiling (`at_most`, for a distance, such as a Fréchet distance to the real
+    data); exactly one of the two. The report marks runs outside it, and does not rank on the
+    `guards` values when the baseline's runs are outside it.
     """
 
-    key: str  # a value the same metric records: high_quality_fraction, class_confidence
-    at_least: float  # a run is converged when its final `key` is at least this
+    key: str  # a value the same metric records: high_quality_fraction, class_confidence, digit_fd
+    at_least: float | None  # a run is converged when its final `key` is at least this (None: see at_most)
     guards: tuple[str, ...]  # values not to rank on while the baseline is not converged
-    why: str = ""  # one sentence: why the floor sits where it does
+    why: str = ""  # one sentence: why the bound sits where it does
+    at_most: float | None = None  # or: converged when its final `key` is at most this
+
+    def __post_init__(self) -> None:
+        if (self.at_least is None) == (self.at_most is None):
+            raise ValueError(f"Convergence({self.key!r}): give exactly one of at_least and at_most, "
+                             f"not {'both' if self.at_least is not None else 'neither'}")
+
+    def holds(self, value: float) -> bool:
+        """True when a final `value` of `key` is converged by this bound."""
+        return value >= self.at_least if self.at_least is not None else value <= self.at_most
 
     def record(self) -> dict[str, Any]:
-        """As the eval record's provenance keeps it (plain JSON)."""
-        return {"key": self.key, "at_least": self.at_least, "guards": list(self.guards), "why": self.why}
+        """As the eval record's provenance keeps it (plain JSON): the one bound that is set."""
+        bound = {"at_least": self.at_least} if self.at_least is not None else {"at_most": self.at_most}
+        return {"key": self.key, **bound, "guards": list(self.guards), "why": self.why}
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import ganbench
 from ganbench.cli import main
 from ganbench.report import build_report
 from ganbench.report.load import load
@@ -46,28 +47,40 @@ CONVERGENCE = {"key": "high_quality_fraction", "at_least": 0.5, "guards": ["mode
 MODES_PROVENANCE = {"protocol": "VEEGAN", "rule": "veegan", "samples": 2500, "convergence": CONVERGENCE}
 
 
-def mixture_run(root: Path, config: str, seed: int, modes: float, quality: float) -> str:
-    """A finished run folder whose last eval point says `modes` covered at `quality` (a test double)."""
+# Stacked MNIST's bound is a ceiling: a distance to the real digits (plugins/metrics/classifier.py).
+DIGIT_CONVERGENCE = {"key": "digit_fd", "at_most": 180.0, "guards": ["modes_covered", "mode_kl"],
+                     "why": "blobs are read with high confidence"}
+STACKED_PROVENANCE = {"coverage_rule": "VEEGAN/PacGAN", "generated_samples": 1000, "convergence": DIGIT_CONVERGENCE}
+
+
+def mixture_run(root: Path, config: str, seed: int, modes: float, quality: float,
+                key: str = "high_quality_fraction", provenance: dict = MODES_PROVENANCE) -> str:
+    """A finished run folder whose last eval point says `modes` covered with `key` at `quality` (a
+    test double)."""
     run_id = fake_run_dir(root, config, seed, fid=[modes - 1, modes], metric="modes_covered",
-                          provenance=MODES_PROVENANCE)
+                          provenance=provenance)
     path = root / "runs" / run_id / "metrics.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()]
     for record in records:
         if record["kind"] == "eval":
-            record["high_quality_fraction"] = quality
-            record["provenance"] = {"mixture-modes": MODES_PROVENANCE}
+            record[key] = quality
+            record["provenance"] = {"mixture-modes": provenance}
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     status = json.loads((root / "runs" / run_id / "status.json").read_text())
-    status["metrics"] = {"final": {"modes_covered": modes, "high_quality_fraction": quality},
-                         "best": {}, "better": {"modes_covered": "max", "high_quality_fraction": "max"}}
+    better = "min" if key == "digit_fd" else "max"
+    status["metrics"] = {"final": {"modes_covered": modes, key: quality},
+                         "best": {}, "better": {"modes_covered": "max", key: better}}
     (root / "runs" / run_id / "status.json").write_text(json.dumps(status))
     return run_id
 
 
-def suite_of(root: Path, runs: dict[str, list[tuple[float, float]]]) -> Path:
-    ids = [mixture_run(root, config, seed, modes, quality)
+def suite_of(root: Path, runs: dict[str, list[tuple[float, float]]], **kind) -> Path:
+    ids = [mixture_run(root, config, seed, modes, quality, **kind)
            for config, values in runs.items() for seed, (modes, quality) in enumerate(values)]
     return fake_suite_dir(root, ids, baseline="vanilla", configs=list(runs))
+
+
+STACKED = {"key": "digit_fd", "provenance": STACKED_PROVENANCE}
 
 
 def test_the_guard_fires_on_a_real_unconverged_run(tmp_path):
@@ -78,7 +91,7 @@ def test_the_guard_fires_on_a_real_unconverged_run(tmp_path):
     results = load(out)
     assert not results.runs["converged"].astype(bool).any()  # 20 steps: nowhere near the modes
     checks = results.convergence[results.runs["run_id"].iloc[0]]
-    assert [(c.key, c.at_least, c.guards) for c in checks] == [("high_quality_fraction", 0.5, ("modes_covered",))]
+    assert [(c.key, c.limit, c.ceiling, c.guards) for c in checks] == [("high_quality_fraction", 0.5, False, ("modes_covered",))]
     ranking = rank(results)
     assert ranking.metric == "modes_covered" and ranking.suppressed
     assert all(r.rank is None for r in ranking.rows)
@@ -128,3 +141,44 @@ def test_a_floor_changed_after_the_runs_needs_no_retraining(tmp_path):
     results = load(root)
     assert {tuple(c.ok for c in checks) for checks in results.convergence.values()} == {(True,)}
     assert pytest.approx(results.convergence[results.runs["run_id"].iloc[0]][0].value) == 0.6
+
+
+def test_a_ceiling_guard_fires_on_blobs_above_it(tmp_path):
+    # Stacked MNIST's case: a collapsed generator of blobs covers a few modes, at a digit FD near 1,000.
+    root = suite_of(tmp_path, {"vanilla": [(4, 1064.4), (15, 1063.1)], "pacdcgan2": [(3, 989.4), (8, 950.0)]},
+                    **STACKED)
+    report = build_report(root)
+    ranking = report.ranking
+    assert ranking.suppressed and ranking.guard.ceiling and ranking.guard.key == "digit_fd"
+    assert all(r.rank is None for r in ranking.rows)
+    lines = verdicts(ranking)
+    assert lines[0].startswith("NOT RANKED: the baseline vanilla is not converged: its final digit FD is above 180 "
+                               "in 2 of 2 runs"), lines[0]
+    assert "not converged in 2/2 runs" in lines[1] and "converged when at most 180)" in lines[1]
+    assert "is at most 180, the bound the metric declares" in report.markdown.read_text()
+    assert list(pd.read_csv(root / "results.csv")["converged"]) == [False] * 4
+
+
+def test_a_ceiling_guard_stays_quiet_below_it_and_holds_back_a_run_above_it(tmp_path):
+    root = suite_of(tmp_path, {"vanilla": [(120, 140.0), (95, 150.0), (110, 130.0)],
+                               "pacdcgan2": [(700, 120.0), (650, 135.0), (720, 125.0)],
+                               "smeared": [(900, 400.0), (880, 160.0), (910, 420.0)]}, **STACKED)
+    ranking = rank(load(root))
+    assert ranking.suppressed is None
+    assert [(r.config, r.rank) for r in ranking.rows] == [("pacdcgan2", 1), ("vanilla", 2), ("smeared", None)]
+    assert ranking.rows_of("smeared")[0].unconverged == 2
+    line = next(v for v in verdicts(ranking) if v.startswith("vanilla"))
+    assert "converged (digit FD" in line and "at most 180 in every run" in line
+
+
+def test_a_convergence_has_exactly_one_bound():
+    floor = ganbench.Convergence("high_quality_fraction", 0.5, ("modes_covered",))
+    ceiling = ganbench.Convergence("digit_fd", None, ("modes_covered",), at_most=180.0)
+    assert floor.holds(0.5) and not floor.holds(0.49)
+    assert ceiling.holds(180.0) and not ceiling.holds(180.5)
+    assert floor.record() == {"key": "high_quality_fraction", "at_least": 0.5, "guards": ["modes_covered"], "why": ""}
+    assert ceiling.record() == {"key": "digit_fd", "at_most": 180.0, "guards": ["modes_covered"], "why": ""}
+    with pytest.raises(ValueError, match="exactly one of at_least and at_most, not both"):
+        ganbench.Convergence("digit_fd", 0.5, ("modes_covered",), at_most=180.0)
+    with pytest.raises(ValueError, match="not neither"):
+        ganbench.Convergence("digit_fd", None, ("modes_covered",))

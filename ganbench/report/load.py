@@ -33,7 +33,7 @@ FINISHED = ("completed", "stopped", "collapsed", "diverged", "failed")
 FAILURES = ("failed", "diverged", "collapsed")
 # The direction of the built-in metric keys, for runs whose status.json is not written yet.
 KNOWN_BETTER = {"fid": "min", "kid_mean": "min", "class_fd": "min", "classes_covered": "max", "class_kl": "min",
-                "modes_covered": "max", "mode_kl": "min", "high_quality_fraction": "max",
+                "modes_covered": "max", "mode_kl": "min", "digit_fd": "min", "high_quality_fraction": "max",
                 "class_confidence": "max", "diversity_ratio": "max", "duplicate_rate": "min"}
 # Eval-record keys that are not metric values.
 EVAL_BOOKKEEPING = ("kind", "step", "images_seen", "sample_grid", "provenance")
@@ -43,34 +43,38 @@ SAMPLE = re.compile(r"^step-(\d+)\.png$")
 
 @dataclass(frozen=True)
 class Check:
-    """One run's final value against one declared convergence floor (`ganbench.Convergence`)."""
+    """One run's final value against one declared convergence bound (`ganbench.Convergence`)."""
 
-    key: str  # the value that tells converged samples apart: high_quality_fraction, class_confidence
-    at_least: float
+    key: str  # the value that tells converged samples apart: high_quality_fraction, class_confidence, digit_fd
+    limit: float  # the bound: a floor, or a ceiling when `ceiling`
     guards: tuple[str, ...]  # the values it guards
     why: str
     value: float | None  # the run's final value of `key`; None when it has none
+    ceiling: bool = False  # True: converged at most `limit` (a distance); False: at least `limit`
 
     @property
     def ok(self) -> bool:
-        return self.value is not None and self.value >= self.at_least
+        if self.value is None:
+            return False
+        return self.value <= self.limit if self.ceiling else self.value >= self.limit
 
 
 def convergence_checks(provenance: dict[str, dict[str, Any]], row: dict[str, Any]) -> list[Check]:
-    """The convergence floors the final values' metrics declared, each with the run's final value."""
-    checks: dict[tuple[str, float], Check] = {}
+    """The convergence bounds the final values' metrics declared, each with the run's final value."""
+    checks: dict[tuple[str, float, bool], Check] = {}
     for prov in provenance.values():
         declared = prov.get("convergence")
         if not isinstance(declared, dict) or not isinstance(declared.get("key"), str):
             continue
-        floor = declared.get("at_least")
-        if not isinstance(floor, (int, float)) or isinstance(floor, bool):
+        ceiling = declared.get("at_least") is None
+        limit = declared.get("at_most" if ceiling else "at_least")
+        if not isinstance(limit, (int, float)) or isinstance(limit, bool):
             continue
         guards = tuple(g for g in declared.get("guards") or [] if isinstance(g, str))
         value = row.get(f"final_{declared['key']}")
         value = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        checks.setdefault((declared["key"], float(floor)), Check(
-            declared["key"], float(floor), guards, str(declared.get("why") or ""), value))
+        checks.setdefault((declared["key"], float(limit), ceiling), Check(
+            declared["key"], float(limit), guards, str(declared.get("why") or ""), value, ceiling))
     return list(checks.values())
 
 

@@ -23,7 +23,7 @@ PRIMARY = ("fid", "class_fd", "modes_covered", "kid_mean", "classes_covered", "h
 COVERAGE = ("modes_covered", "classes_covered", "class_fd", "high_quality_fraction")
 LABELS = {"fid": "FID", "kid_mean": "KID", "kid_std": "KID std", "class_fd": "class FD",
           "classes_covered": "classes covered", "class_kl": "class KL", "modes_covered": "modes covered",
-          "mode_kl": "mode KL", "high_quality_fraction": "high-quality fraction", "class_confidence": "class confidence",
+          "mode_kl": "mode KL", "digit_fd": "digit FD", "high_quality_fraction": "high-quality fraction", "class_confidence": "class confidence",
           "diversity_ratio": "diversity ratio", "duplicate_rate": "duplicate rate"}
 
 
@@ -78,11 +78,23 @@ class Group:
 
 @dataclass(frozen=True)
 class Guard:
-    """The convergence floor on a ranked value: `key` must reach `at_least` (`ganbench.Convergence`)."""
+    """The convergence bound on a ranked value: `key` must reach `limit`, from above when `ceiling`
+    (`ganbench.Convergence`)."""
 
     key: str
-    at_least: float
+    limit: float
     why: str
+    ceiling: bool = False
+
+    @property
+    def bound(self) -> str:
+        """'at least 0.5' or 'at most 180'."""
+        return f"{'at most' if self.ceiling else 'at least'} {fmt(self.limit)}"
+
+    @property
+    def missed(self) -> str:
+        """How a run misses it: 'below 0.5' or 'above 180'."""
+        return f"{'above' if self.ceiling else 'below'} {fmt(self.limit)}"
 
 
 @dataclass
@@ -175,7 +187,7 @@ def guard_of(results: SuiteResults, key: str | None) -> Guard | None:
     for checks in results.convergence.values():
         for check in checks:
             if key is not None and key in check.guards:
-                return Guard(check.key, check.at_least, check.why)
+                return Guard(check.key, check.limit, check.why, check.ceiling)
     return None
 
 
@@ -188,7 +200,7 @@ def below_floor(results: SuiteResults, run_id: str, key: str | None) -> bool:
 def not_converged(ranking: Ranking, base: Row) -> str:
     guard = ranking.guard
     assert guard is not None
-    return (f"the baseline {base.config} is not converged: its final {label(guard.key)} is below {fmt(guard.at_least)} "
+    return (f"the baseline {base.config} is not converged: its final {label(guard.key)} is {guard.missed} "
             f"in {base.unconverged} of {base.scored} runs (mean {fmt(base.guard_value.mean if base.guard_value else None)}), "
             f"and {label(ranking.metric)} counts samples that are not converged ({guard.why}); so no configuration "
             f"is ranked or tested on {label(ranking.metric)}. Train longer (a larger --scale), or fix the baseline")
@@ -287,8 +299,8 @@ def convergence_text(row: Row, ranking: Ranking) -> str:
         return ""
     value = f"{label(guard.key)} {mean_std(row.guard_value)}"
     if row.unconverged:
-        return f"not converged in {row.unconverged}/{row.scored} runs ({value}; converged from {fmt(guard.at_least)})"
-    return f"converged ({value} ≥ {fmt(guard.at_least)} in every run)"
+        return f"not converged in {row.unconverged}/{row.scored} runs ({value}; converged when {guard.bound})"
+    return f"converged ({value}, {guard.bound} in every run)"
 
 
 def direction(row: Row, ranking: Ranking) -> str | None:

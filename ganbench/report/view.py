@@ -139,8 +139,8 @@ def ranking_view(ranking: Ranking) -> dict[str, Any]:
                      "one, when nothing is ranked); not used for the rank.")
     if ranking.guard is not None:
         g = ranking.guard
-        notes.append(f"“converged”: runs whose final {label(g.key)} is at least {fmt(g.at_least)}, the floor the metric "
-                     f"declares ({g.why}). A configuration with a run below it gets no rank and no test; when the "
+        notes.append(f"“converged”: runs whose final {label(g.key)} is {g.bound}, the bound the metric "
+                     f"declares ({g.why}). A configuration with a run {g.missed} gets no rank and no test; when the "
                      f"baseline has one, nothing is ranked.")
     if len(ranking.groups) > 1:
         notes.append(f"The runs measured {label(ranking.metric)} in {len(ranking.groups)} different ways (their "
