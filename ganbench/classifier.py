@@ -265,14 +265,6 @@ def encode_batches(model: SmallCnn, batches: Iterable[Tensor]) -> tuple[Tensor, 
     return encoded.features, encoded.predicted
 
 
-def classify(model: SmallCnn, images: Tensor) -> tuple[Tensor, Tensor]:
-    """Predicted classes of `images` (N, C, H, W) in [-1, 1] and the softmax probability of each,
-    on their device."""
-    with torch.no_grad():
-        logits = model(images.float().clamp(-1, 1))
-    return logits.argmax(dim=1), logits.double().softmax(dim=1).amax(dim=1)
-
-
 def predict(model: SmallCnn, images: Tensor) -> Tensor:
     """Predicted classes of `images` (N, C, H, W) in [-1, 1], on their device."""
     with torch.no_grad():
