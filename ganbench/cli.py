@@ -308,12 +308,16 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from ganbench.environment import choose_device, device_name
     from ganbench.estimate import estimate_suite, print_estimate
     from ganbench.suite import load_suite
+    from ganbench.threads import estimate_warning
 
     if args.steps < 1:
         raise UsageError(f"--steps {args.steps}: must be 1 or more")
     suite = load_suite(args.suite, data_root=args.data_root)
     device = choose_device(args.device)
     console = Console(stderr=True)
+    busy = estimate_warning(device.type)
+    if busy:
+        console.print(f"[yellow]note:[/yellow] {escape(busy)}")
     estimate = estimate_suite(suite, args.scale, device, device_name(device), only=args.only, max_steps=args.steps,
                               progress=lambda line: console.print(f"profiling {escape(line)}"))
     if args.json:

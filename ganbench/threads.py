@@ -61,6 +61,23 @@ def busy_warning(threads: int, why: str, device_type: str) -> str | None:
             f"up to 20x on a shared 2-core CPU; docs/suites.md, Threads per run). --threads 1 avoids it")
 
 
+def estimate_warning(device_type: str) -> str | None:
+    """A line for `ganbench estimate` when the CPU it measures on already has other work: it times
+    the steps in its own process, at torch's thread count, so a busy CPU can make them several
+    times too slow (measured: 1.29 s a step once, 0.054-0.058 in two reruns minutes later)."""
+    if device_type != "cpu":
+        return None
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+    if load < 1.0:
+        return None
+    return (f"the CPU already has other work (1-minute load average {load:.1f} on {usable_cores()} usable core(s)): "
+            f"the steps timed here at {torch.get_num_threads()} thread(s) can be several times slower than on a quiet "
+            "CPU; estimate again when it is quiet, or with OMP_NUM_THREADS=1 to time one thread")
+
+
 def apply(threads: int) -> None:
     """Give this process's torch `threads` intra-op threads."""
     torch.set_num_threads(threads)

@@ -68,3 +68,12 @@ def test_a_run_process_gets_the_chosen_count(tiny_suite, tmp_path, no_omp_env):
 def test_threads_below_one_are_refused(tiny_suite, tmp_path, capsys):
     assert main(["run", str(tiny_suite()), "--out", str(tmp_path / "out"), "--threads", "0"]) == 2
     assert "--threads 0: must be 1 or more" in capsys.readouterr().err
+
+
+def test_estimate_notes_a_busy_cpu(monkeypatch):
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.3, 3.0, 2.0))
+    note = threads.estimate_warning("cpu")
+    assert note is not None and "load average 4.3" in note and "OMP_NUM_THREADS=1" in note
+    assert threads.estimate_warning("cuda") is None  # the device's time is not the CPU's
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.2, 0.1))
+    assert threads.estimate_warning("cpu") is None
