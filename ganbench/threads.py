@@ -44,17 +44,24 @@ def per_run(jobs: int, requested: int | None = None, cores: int | None = None) -
     return max(1, cores // max(1, jobs)), f"{cores} core(s) / {max(1, jobs)} run(s) at once"
 
 
+def busy_load() -> float | None:
+    """The 1-minute load average when it is 1 or more (other work shares the CPU), else None; None
+    too where the system does not report it."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+    return load if load >= 1.0 else None
+
+
 def busy_warning(threads: int, why: str, device_type: str) -> str | None:
     """A line for `ganbench run` when the CPU already has other work and each run would get more
     than one thread by ganbench's own choice (not --threads or OMP_NUM_THREADS). Read before the
     runs start, the 1-minute load average counts other processes (and runs that just ended)."""
     if device_type != "cpu" or threads <= 1 or "core(s)" not in why:
         return None
-    try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):  # not available on this system
-        return None
-    if load < 1.0:
+    load = busy_load()
+    if load is None:
         return None
     return (f"the CPU already has other work (1-minute load average {load:.1f} on {usable_cores()} usable "
             f"core(s)): {threads} threads per run beside it can be many times slower than one (measured "
@@ -65,13 +72,8 @@ def estimate_warning(device_type: str) -> str | None:
     """A line for `ganbench estimate` when the CPU it measures on already has other work: it times
     the steps in its own process, at torch's thread count, so a busy CPU can make them several
     times too slow (measured: 1.29 s a step once, 0.054-0.058 in two reruns minutes later)."""
-    if device_type != "cpu":
-        return None
-    try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):
-        return None
-    if load < 1.0:
+    load = busy_load() if device_type == "cpu" else None
+    if load is None:
         return None
     return (f"the CPU already has other work (1-minute load average {load:.1f} on {usable_cores()} usable core(s)): "
             f"the steps timed here at {torch.get_num_threads()} thread(s) can be several times slower than on a quiet "
