@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
+from ganbench.console import stderr_console
 from ganbench.errors import UsageError
 
 SMOKE_WARNING = ("SMOKE SCALE: no GPU was found and no --scale was given, so every run is shortened to the "
@@ -150,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs {args.jobs}: must be 0 (in this process) or more")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: must be 1 or more")
-    console = Console(stderr=True)
+    console = stderr_console()
     suite = load_suite(args.suite, data_root=args.data_root, loggers=args.logger)
     device = choose_device(args.device)
     scale, scale_reason = args.scale, "--scale given"
@@ -314,7 +315,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         raise UsageError(f"--steps {args.steps}: must be 1 or more")
     suite = load_suite(args.suite, data_root=args.data_root)
     device = choose_device(args.device)
-    console = Console(stderr=True)
+    console = stderr_console()
     busy = estimate_warning(device.type)
     if busy:
         console.print(f"[yellow]note:[/yellow] {escape(busy)}")
@@ -334,7 +335,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, data_root=args.data_root)
     device = choose_device(args.device)
-    console = Console(stderr=True)
+    console = stderr_console()
     reports = run_doctor(suite, args.scale, device, only=args.only, names=args.checks,
                          progress=None if args.json else lambda line: console.print(f"[dim]checking {escape(line)}[/dim]"))
     if args.json:

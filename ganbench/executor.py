@@ -25,12 +25,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ganbench import checkpoint, executors
+from ganbench.console import stderr_console
 from ganbench.interrupt import SIGNALS, StopRequest
 from ganbench.rundir import read_json, read_status, write_json
 from ganbench.suite import RunSpec, Suite
 
 # A stopped suite waits this long for a run that still holds its trainer lock to record its own end.
 STOPPING_WAIT_S = 30.0
+
 
 
 @dataclass
@@ -104,7 +106,7 @@ def run_suite(suite: Suite, specs: list[RunSpec], out: Path, device: torch.devic
     Stops early, with every active run checkpointed, when `suite_stop` sees a signal. `threads`:
     torch CPU threads in each run process (`ganbench.threads.per_run`; None leaves torch's default).
     With `detach`, the runs are submitted and only the skipped runs' outcomes are returned."""
-    console = console or Console(stderr=True)
+    console = console or stderr_console()
     suite_stop = suite_stop or SuiteStop()
     ids = [spec.run_id for spec in specs]
     if len(set(ids)) != len(ids):  # two processes would train one folder; the caller must merge them
