@@ -263,3 +263,84 @@ def test_detach_submits_and_status_follows_the_jobs(tmp_path):
         time.sleep(1)
     else:
         raise AssertionError(f"the detached jobs did not complete: {states}")
+
+
+GATE = '''"""Test double: holds every run at step 5 while the file named by GANBENCH_TEST_GATE exists."""
+import os
+import time
+from pathlib import Path
+
+import ganbench
+
+
+class Gate:
+    name = "gate"
+    params = None
+
+    def __init__(self, params=None):
+        pass
+
+    @ganbench.hookimpl
+    def ganbench_step_end(self, run, step):
+        while step.index == 5 and Path(os.environ["GANBENCH_TEST_GATE"]).exists():
+            time.sleep(0.1)
+
+
+@ganbench.hookimpl
+def ganbench_register_tricks():
+    return [Gate]
+'''
+
+
+def detach(suite: Path, out: Path, err: Path, gate: Path) -> tuple[int, str]:
+    """`ganbench run --detach`, returning when it exits (the jobs it leaves keep their own output:
+    `finish` would wait for them, since they inherit its pipes)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANBENCH_TEST_GATE": str(gate)}
+    with err.open("w") as f:
+        code = subprocess.run([*GANBENCH, "run", str(suite), "--out", str(out), "--scale", "default", *SLURM_LOCAL,
+                               "--detach"], env=env, stdout=subprocess.DEVNULL, stderr=f, timeout=300).returncode
+    return code, err.read_text()
+
+
+def submitted(out: Path) -> dict[str, str]:
+    return {name: json.loads((run / "executor" / "submitted.json").read_text())["job_id"]
+            for name, run in runs(out).items()}
+
+
+@pytest.mark.slow
+def test_a_second_run_of_a_detached_suite_follows_its_jobs_instead_of_submitting_them_again(tmp_path):
+    (tmp_path / "gate.py").write_text(GATE)
+    suite = tmp_path / "suite.toml"
+    suite.write_text(SUITE.format(steps=40, seeds="[0, 1]", plugins='plugins = ["gate.py"]', extra='tricks = ["gate"]'))
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    gate.touch()  # the jobs wait at step 5 until the test removes it
+    try:
+        code, err = detach(suite, out, tmp_path / "first.err", gate)
+        assert code == 0, err
+        jobs = submitted(out)
+        assert len(jobs) == 2
+        # again, detached, while the jobs are queued or held: nothing is submitted
+        code, err = detach(suite, out, tmp_path / "second.err", gate)
+        assert code == 0, err
+        assert "2 run(s) still queued or running as earlier jobs" in err and "not submitted again" in err, err
+        assert "submitted 2 run(s)" not in err and submitted(out) == jobs
+        # and in the foreground: it waits for those jobs and reports their runs
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "GANBENCH_TEST_GATE": str(gate)}
+        with (tmp_path / "third.err").open("w") as log:
+            proc = subprocess.Popen([*GANBENCH, "run", str(suite), "--out", str(out), "--scale", "default",
+                                     *SLURM_LOCAL], env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+            wait_for(lambda: "not submitted again" in (tmp_path / "third.err").read_text(), proc, what="the foreground")
+            gate.unlink()
+            assert proc.wait(timeout=300) == 0, (tmp_path / "third.err").read_text()
+        err = (tmp_path / "third.err").read_text()
+        assert "another process is training" not in err and "2/2 runs completed" in " ".join(err.split()), err
+        assert submitted(out) == jobs
+        for run in runs(out).values():
+            assert status(run)["status"] == "completed" and worker(run)["attempt"] == 1  # one job trained it
+        # once they have ended, a run that must train again gets a new job (it resumes from its last checkpoint)
+        (next(iter(runs(out).values())) / "status.json").unlink()
+        code, err = detach(suite, out, tmp_path / "fourth.err", gate)
+        assert code == 0 and "submitted 1 run(s)" in err, err
+        assert submitted(out) != jobs
+    finally:  # a failed check must not leave jobs held at the gate
+        gate.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ code path, signals and requeues included, and its DebugExecutor (`cluster = "deb
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -23,12 +24,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import ganbench
-from ganbench.executors import Executor, Job, Work, new_train_records, note_submitted, run_job
+from ganbench.executors import (EXECUTOR_DIR, SUBMITTED, Executor, Job, Work, new_train_records, note_submitted,
+                                 run_job)
 from ganbench.interrupt import StopRequest
+from ganbench.rundir import read_json
 
 # What asks a job to checkpoint and requeue. SIGINT (submitit's cancel of a local job, a Ctrl-C)
 # checkpoints and stops without a requeue.
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+
+# sacct's states of a job that will still train its run: such a job is followed, not submitted again.
+ALIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
+                          "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT"})
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,59 @@ class RunJob:
         return submitit.helpers.DelayedSubmission(RunJob(), payload)
 
 
+def earlier_job(job: Job) -> Any | None:
+    """A handle on the job an earlier `ganbench run` submitted for this run, if the scheduler still
+    has it queued or running (SLURM: its sacct state; submitit's local executor: its controller
+    process); None when there is none, or it has ended, or its state cannot be read."""
+    submitted = read_json(job.run_dir / EXECUTOR_DIR / SUBMITTED)
+    if not isinstance(submitted, dict) or submitted.get("executor") != "slurm" or not submitted.get("job_id"):
+        return None
+    job_id, cluster = str(submitted["job_id"]), submitted.get("cluster")
+    if cluster == "slurm" and submitted.get("log"):
+        import submitit
+
+        handle = submitit.SlurmJob(folder=Path(str(submitted["log"])).parent, job_id=job_id)
+        state = handle.state  # "UNKNOWN" when sacct cannot be reached or forgot the job
+        return handle if state.split()[0].upper() in ALIVE_STATES else None
+    if cluster == "local" and _local_alive(job_id):
+        return LocalJobFollower(job_id)
+    return None  # the debug executor's jobs ended with the process that ran them
+
+
+def _local_alive(job_id: str) -> bool:
+    """Whether submitit's local controller with this pid still runs (its command line names submitit,
+    so a pid the kernel has since given to another process does not count)."""
+    try:
+        pid = int(job_id)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, someone else's: not ours
+        return False
+    try:
+        return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # no /proc (macOS): the pid exists, so trust it
+        return True
+
+
+class LocalJobFollower:
+    """An earlier local job, which this process did not start and so cannot wait on: done when its
+    controller process has ended. The run's own status.json tells how it ended."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def done(self) -> bool:
+        return not _local_alive(self.job_id)
+
+    def result(self) -> None:
+        return None
+
+
+def _ids(handles: list[Any]) -> str:
+    return ", ".join(str(h.job_id) for h in handles[:5]) + (", ..." if len(handles) > 5 else "")
+
+
 def _submitit_signal() -> int:
     from submitit.core.job_environment import JobEnvironment
 
@@ -129,25 +189,34 @@ class Slurm(Executor):
 
     def run(self, work: Work) -> None:
         ex = self.executor(work)
+        # A run whose earlier job is still queued or running (a second `ganbench run` of a detached
+        # suite) keeps that job: submitting it again would queue a job that ends at once.
+        earlier = {job.run_id: handle for job in work.jobs if (handle := earlier_job(job)) is not None}
+        fresh = [job for job in work.jobs if job.run_id not in earlier]
+        if earlier:
+            work.console.print(f"{len(earlier)} run(s) still queued or running as earlier jobs "
+                               f"({_ids(list(earlier.values()))}): not submitted again")
         # SLURM hides the other GPUs from a job (CUDA_VISIBLE_DEVICES): its GPU is always "cuda".
         request = type(work.request)("cuda" if work.request.gpu else work.request.device, self.threads())
-        payloads = [job.payload(request, work.plugin_files, work.restart, work.token) for job in work.jobs]
-        if self.p.array and len(work.jobs) > 1:
+        payloads = [job.payload(request, work.plugin_files, work.restart, work.token) for job in fresh]
+        if self.p.array and len(fresh) > 1:
             with ex.batch():
                 handles = [ex.submit(RunJob(), payload) for payload in payloads]
         else:
             handles = [ex.submit(RunJob(), payload) for payload in payloads]
-        for job, handle in zip(work.jobs, handles):
+        for job, handle in zip(fresh, handles):
             note_submitted(job, "slurm", cluster=ex.cluster, job_id=str(handle.job_id),
                            log=str(handle.paths.stdout))
-            if not work.detach:
-                work.started(job)
         if work.detach:
-            ids = ", ".join(str(h.job_id) for h in handles[:5]) + (", ..." if len(handles) > 5 else "")
-            work.console.print(f"submitted {len(handles)} run(s) to {ex.cluster} (jobs {ids}); "
-                               f"follow them with: ganbench status {work.out}")
+            if handles:
+                work.console.print(f"submitted {len(handles)} run(s) to {ex.cluster} (jobs {_ids(handles)}); "
+                                   f"follow them with: ganbench status {work.out}")
             return
-        self._follow(work, dict(zip(work.jobs, handles)))
+        active = {**{job: earlier[job.run_id] for job in work.jobs if job.run_id in earlier},
+                  **dict(zip(fresh, handles))}
+        for job in active:
+            work.started(job)
+        self._follow(work, active)
 
     def _follow(self, work: Work, active: dict[Job, Any]) -> None:
         offsets = {job.run_id: 0 for job in active}
