@@ -156,8 +156,15 @@ suite = load_suite(sys.argv[1])
 Path(sys.argv[3]).touch()
 while not Path(sys.argv[4]).exists():  # both processes ready: ask at the same moments
     time.sleep(0.01)
+first = True
 while (trial := ask(suite, "default", entry)) is not None:
     entry.study.tell(trial.trial, float(trial.trial.number))
+    if first:  # on a loaded machine one process could take the whole budget before the other's first
+        Path(sys.argv[5]).touch()  # ask; hold on until the other has asked once, then race freely
+        deadline = time.monotonic() + 60
+        while not Path(sys.argv[6]).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first = False
 """
 
 
@@ -165,7 +172,8 @@ def test_two_processes_asking_at_once_never_exceed_or_share_the_budget(tmp_path)
     suite = write_search_suite(tmp_path, trials=12)
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     procs = [subprocess.Popen([sys.executable, "-c", ASKER, str(suite), url, str(tmp_path / f"ready{i}"),
-                               str(tmp_path / "go")], env=ENV, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+                               str(tmp_path / "go"), str(tmp_path / f"asked{i}"), str(tmp_path / f"asked{3 - i}")],
+                              env=ENV, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
     deadline = time.monotonic() + 120
     while not all((tmp_path / f"ready{i}").exists() for i in (1, 2)):
         assert all(p.poll() is None for p in procs), [p.communicate()[1][-2000:] for p in procs]
