@@ -121,6 +121,18 @@ def test_the_guard_stays_quiet_on_converged_runs(tmp_path):
     assert "converged (high-quality fraction" in " ".join(verdicts(ranking))
 
 
+def test_equal_finals_share_a_rank(tmp_path):
+    # The unrolled ring: every configuration covers 8 of 8 modes in every seed. That is a tie, not an order.
+    root = suite_of(tmp_path, {"vanilla": [(8, 0.9), (8, 0.8), (8, 0.95)],
+                               "simultaneous": [(8, 0.85), (8, 0.9), (8, 0.8)],
+                               "unrolled": [(8, 0.9), (8, 0.85), (8, 0.9)],
+                               "spectral-norm": [(7, 0.9), (7, 0.85), (6, 0.9)]})
+    ranking = rank(load(root))
+    assert [r.rank for r in ranking.rows] == [1, 1, 1, 4]
+    assert ranking.rows[-1].config == "spectral-norm"
+    assert "| 1 | **vanilla** |" in build_report(root).markdown.read_text()
+
+
 def test_a_config_below_the_floor_gets_no_rank_and_no_test(tmp_path):
     # The smear case: wgan-gp "covers" all 8 modes at 3% quality. Ranked on modes it would win.
     root = suite_of(tmp_path, {"vanilla": [(6, 0.9), (5, 0.8), (6, 0.95)],

@@ -285,7 +285,8 @@ def rank(results: SuiteResults) -> Ranking:
         group.rows.sort(key=lambda r: (r.unconverged > 0, sign * r.final.mean, order.index(r.config)))
         ranked = [r for r in group.rows if not (r.unconverged or (base is not None and base.unconverged))]
         for i, row in enumerate(ranked, 1):
-            row.rank = i
+            # Equal means share a rank (1, 1, 1, 4): eight of eight modes in every seed is a tie, not an order.
+            row.rank = ranked[i - 2].rank if i > 1 and row.final.mean == ranked[i - 2].final.mean else i
     for row in unranked:
         if row.config != baseline:
             row.vs_baseline = Comparison(None, None, None, f"n/a (no final {label(metric or results.primary)})")
