@@ -63,3 +63,14 @@ def test_formatting():
     assert fmt(0.00012) == "1.20e-04" and fmt(None) == "–" and fmt(float("nan")) == "–"
     assert fmt_p(0.0004) == "p < 0.001" and fmt_p(0.0123) == "p = 0.0123" and fmt_p(0.2) == "p = 0.20"
     assert fmt_p(0.0496) == "p = 0.0496"  # never "0.05" for a significant p
+
+
+def test_welch_against_a_constant_side_is_the_other_sides_t_test_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's "catastrophic cancellation" warning would fail here
+        result = welch([7.0, 7.0, 6.0], [8.0, 8.0, 8.0])
+    a = np.array([7.0, 7.0, 6.0])
+    t = (a.mean() - 8.0) / (a.std(ddof=1) / np.sqrt(3))  # Welch's t with the baseline's variance 0: df = 2
+    assert result.t == pytest.approx(t) and result.p == pytest.approx(2 * sps.t.sf(abs(t), df=2))
