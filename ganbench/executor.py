@@ -34,7 +34,6 @@ from ganbench.suite import RunSpec, Suite
 STOPPING_WAIT_S = 30.0
 
 
-
 @dataclass
 class Outcome:
     spec: RunSpec

@@ -37,7 +37,7 @@ def job(tmp_path: Path, **submitted: object) -> Job:
 
 @pytest.mark.parametrize("state, kept", [("PENDING", True), ("RUNNING", True), ("REQUEUED", True),
                                          ("COMPLETED", False), ("CANCELLED by 1234", False), ("FAILED", False),
-                                         ("TIMEOUT", False), ("UNKNOWN", False)])
+                                         ("TIMEOUT", False), ("UNKNOWN", False), ("", False)])
 def test_a_queued_or_running_slurm_job_is_kept_and_an_ended_one_is_not(tmp_path, monkeypatch, state, kept):
     monkeypatch.setattr(FakeSlurmJob, "state", state)
     monkeypatch.setattr(submitit, "SlurmJob", FakeSlurmJob)

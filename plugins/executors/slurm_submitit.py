@@ -101,7 +101,7 @@ def earlier_job(job: Job) -> Any | None:
 
         handle = submitit.SlurmJob(folder=Path(str(submitted["log"])).parent, job_id=job_id)
         state = handle.state  # "UNKNOWN" when sacct cannot be reached or forgot the job
-        return handle if state.split()[0].upper() in ALIVE_STATES else None
+        return handle if (state.split() or ["UNKNOWN"])[0].upper() in ALIVE_STATES else None
     if cluster == "local" and _local_alive(job_id):
         return LocalJobFollower(job_id)
     return None  # the debug executor's jobs ended with the process that ran them
