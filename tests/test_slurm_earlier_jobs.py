@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,20 @@ slurm = pytest.importorskip("ganbench_plugins.executors.slurm_submitit")
 
 
 class FakeSlurmJob:
-    """Test double: submitit.SlurmJob with the state sacct is pretending to report."""
+    """Test double: submitit.SlurmJob with the state sacct is pretending to report. Like the real one,
+    its cached `state` knows nothing of a job this process never watched; only a forced look asks sacct."""
 
-    state = "PENDING"
+    sacct_state = "PENDING"
 
     def __init__(self, folder: Path, job_id: str) -> None:
         self.folder, self.job_id = folder, job_id
+
+    @property
+    def state(self) -> str:
+        return "UNKNOWN"
+
+    def get_info(self, mode: str = "force") -> dict[str, str]:
+        return {"State": self.sacct_state} if mode == "force" else {}
 
 
 def job(tmp_path: Path, **submitted: object) -> Job:
@@ -39,7 +48,7 @@ def job(tmp_path: Path, **submitted: object) -> Job:
                                          ("COMPLETED", False), ("CANCELLED by 1234", False), ("FAILED", False),
                                          ("TIMEOUT", False), ("UNKNOWN", False), ("", False)])
 def test_a_queued_or_running_slurm_job_is_kept_and_an_ended_one_is_not(tmp_path, monkeypatch, state, kept):
-    monkeypatch.setattr(FakeSlurmJob, "state", state)
+    monkeypatch.setattr(FakeSlurmJob, "sacct_state", state)
     monkeypatch.setattr(submitit, "SlurmJob", FakeSlurmJob)
     log = tmp_path / "submitit" / "4242_7" / "4242_7_0_log.out"
     handle = slurm.earlier_job(job(tmp_path, cluster="slurm", job_id="4242_7", log=str(log)))
@@ -59,6 +68,10 @@ def test_a_local_job_is_alive_while_its_submitit_controller_runs(tmp_path):
     # a process whose command line names submitit stands in for the local controller
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])
     try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        deadline = time.monotonic() + 30
+        while cmdline.exists() and b"submitit" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the child has exec'd: before that its command line is pytest's
         handle = slurm.earlier_job(job(tmp_path, cluster="local", job_id=str(proc.pid)))
         assert handle is not None and not handle.done()
     finally:

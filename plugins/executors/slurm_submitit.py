@@ -100,7 +100,9 @@ def earlier_job(job: Job) -> Any | None:
         import submitit
 
         handle = submitit.SlurmJob(folder=Path(str(submitted["log"])).parent, job_id=job_id)
-        state = handle.state  # "UNKNOWN" when sacct cannot be reached or forgot the job
+        # Forced: `handle.state` reads submitit's cache, which holds nothing yet for a job this process
+        # has not watched, so every job after the first would read UNKNOWN. One sacct call per run.
+        state = handle.get_info(mode="force").get("State") or "UNKNOWN"  # UNKNOWN: sacct unreachable, job forgotten
         return handle if (state.split() or ["UNKNOWN"])[0].upper() in ALIVE_STATES else None
     if cluster == "local" and _local_alive(job_id):
         return LocalJobFollower(job_id)
