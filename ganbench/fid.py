@@ -310,6 +310,29 @@ def _entry_lock(name: str):
     return FileLock(str(cache_root() / f"{name}.lock"))
 
 
+def _fill_real_cache(real: ImageSet, key: dict[str, Any], name: str, fill: dict[str, Any]) -> str:
+    """Inception over the real side alone into the cache entry `name`, under the entry's lock
+    (`fill`: FID only, both inputs cached as `name`): "miss" when this call computed it, "hit" when
+    another process had while this one waited.
+
+    Runs started together (--jobs N) all miss at their first FID: one computes the real side while
+    the others wait, then hit, instead of N Inception passes over the same images writing the same
+    files at once. Only the real side is computed under the lock, so a waiting run does not also
+    wait out the lock holder's generated side; each computes its own after."""
+    import torch_fidelity
+
+    with _entry_lock(name):
+        if all(p.is_file() for p in cache_files(name)):
+            return "hit"  # written by the run that held the lock before
+        images = UInt8Images(real.images)
+        # FID of the real side against itself, a value thrown away: torch-fidelity computes input1's
+        # features and FID statistics once and caches both under `name`; input2 then loads them.
+        torch_fidelity.calculate_metrics(input1=images, input2=images, **fill)
+        # Beside torch-fidelity's files: what the entry holds, for whoever finds it on disk.
+        write_json(cache_root() / f"{name}.json", {**key, "real_split": real.description})
+    return "miss"
+
+
 def fid_kid(
     generated: ImageSet,
     real: ImageSet,
@@ -332,31 +355,25 @@ def fid_kid(
     subset = min(kid_subset_size, len(generated), len(real))
     kwargs = torch_fidelity_kwargs(device, weights, subset, kid_subsets, batch_size)
     real_cache = "off"
-    entry_lock: contextlib.AbstractContextManager = contextlib.nullcontext()
     if cache_real:
         key = cache_key(real, weights)
         name = cache_name(key)
         check_cache_entry(name)
         real_cache = "hit" if all(p.is_file() for p in cache_files(name)) else "miss"
-        if real_cache == "miss":
-            # Runs started together (--jobs N) all miss at their first FID: one computes the real
-            # side while the others wait, then hit, instead of N Inception passes over the same
-            # images writing the same files at once.
-            entry_lock = _entry_lock(name)
         kwargs.update(cache=True, cache_root=str(cache_root()), input2_cache_name=name)
     else:
         kwargs.update(cache=False)
 
     on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with entry_lock:
-        if real_cache == "miss" and all(p.is_file() for p in cache_files(name)):
-            real_cache = "hit"  # written by the run that held the lock
-        with on_device, float32_convolutions():  # torch-fidelity's .cuda() means the current device
-            metrics = torch_fidelity.calculate_metrics(
-                input1=UInt8Images(generated.images), input2=UInt8Images(real.images), **kwargs)
+    with on_device, float32_convolutions():  # torch-fidelity's .cuda() means the current device
         if real_cache == "miss":
-            # Beside torch-fidelity's files: what the entry holds, for whoever finds it on disk.
-            write_json(cache_root() / f"{name}.json", {**key, "real_split": real.description})
+            # Its own arguments: torch-fidelity reads the weights buffer to its end.
+            fill = torch_fidelity_kwargs(device, weights, subset, kid_subsets, batch_size)
+            fill.update(kid=False, cache=True, cache_root=str(cache_root()), input1_cache_name=name,
+                        input2_cache_name=name)
+            real_cache = _fill_real_cache(real, key, name, fill)
+        metrics = torch_fidelity.calculate_metrics(
+            input1=UInt8Images(generated.images), input2=UInt8Images(real.images), **kwargs)
 
     return Result(
         fid=float(metrics[torch_fidelity.KEY_METRIC_FID]),

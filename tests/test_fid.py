@@ -81,25 +81,46 @@ class InceptionPassCounter:
     An image counts as real when its exact uint8 pixels are among the real images given; the
     generated images in these tests are other digits or an untrained generator's output, so they
     never match.
+
+    With `lock`, the path of a real-statistics entry's lock file, it also counts the images of each
+    kind seen while another holder (this process's fid_kid) has that lock.
     """
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, real: torch.Tensor) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, real: torch.Tensor, lock: Path | None = None) -> None:
         self.real_pixels = {image.numpy().tobytes() for image in real}
-        self.real = self.other = 0
+        self.lock = lock
+        self.reset()
         original = FeatureExtractorInceptionV3.forward
 
         def counting_forward(module, x):
+            locked = self.lock is not None and _held(self.lock)
             for image in x:
                 if image.cpu().numpy().tobytes() in self.real_pixels:
                     self.real += 1
+                    self.real_locked += locked
                 else:
                     self.other += 1
+                    self.other_locked += locked
             return original(module, x)
 
         monkeypatch.setattr(FeatureExtractorInceptionV3, "forward", counting_forward)
 
     def reset(self) -> None:
-        self.real = self.other = 0
+        self.real = self.other = self.real_locked = self.other_locked = 0
+
+
+def _held(lock: Path) -> bool:
+    """Whether someone holds this file lock: a second FileLock on the same path cannot take it, even
+    in the holder's own process (flock locks belong to an open file)."""
+    from filelock import FileLock, Timeout
+
+    probe = FileLock(str(lock))
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
+        return True
+    probe.release()
+    return False
 
 
 def tf1_bilinear(x: np.ndarray, size: int = inception.INPUT_SIZE) -> np.ndarray:
@@ -333,11 +354,15 @@ def test_real_statistics_are_cached_by_content(cache, one_thread, monkeypatch, m
     weights = fid.resolve_weights()
     real = fid.real_set(data, 64)
     assert len(real) == 12 and real.description == "all 12 samples"
-    counter = InceptionPassCounter(monkeypatch, real.images)
+    name = fid.cache_name(fid.cache_key(real, weights))
+    counter = InceptionPassCounter(monkeypatch, real.images, lock=fid.cache_root() / f"{name}.lock")
 
     first = fid.fid_kid(generated, real, weights=weights, device=CPU)
     assert (first.real_cache, counter.real, counter.other) == ("miss", 12, 4)
-    entry = fid.cache_files(fid.cache_name(fid.cache_key(real, weights)))
+    # Only the real side is computed under the entry's lock: a run waiting for it does not also
+    # wait out this run's generated side.
+    assert (counter.real_locked, counter.other_locked) == (12, 0)
+    entry = fid.cache_files(name)
     features, stats = (torch.load(p, weights_only=False) for p in entry)
     # What provenance says about dtypes is what torch-fidelity stored.
     assert features.dtype == torch.float32 and fid.DTYPE == "float32"
