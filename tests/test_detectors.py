@@ -169,6 +169,38 @@ def test_coverage_dropping_from_its_best_or_ending_low_is_collapse():
     assert incident.step == 300 and "5 of 8" in incident.message
 
 
+
+def guarded_record(step: int, covered: float, sharpness: float) -> dict:
+    """An eval record of mixture-modes as the trainer writes it: modes covered, guarded by the
+    high-quality fraction's floor of 0.5."""
+    convergence = {"key": "high_quality_fraction", "at_least": 0.5, "guards": ["modes_covered"], "why": "a smear"}
+    return {"kind": "eval", "step": step, "modes_covered": covered, "high_quality_fraction": sharpness,
+            "provenance": {"mixture-modes": {"modes_total": 25, "convergence": convergence}}}
+
+
+def test_an_unconverged_count_is_not_collapse():
+    run = run_double(steps=300)
+    # A smear (PacGAN3 on the grid: 2.6% high quality) that wanders from 16 modes to 12: no
+    # collapse at any point, and at the end a not-converged warning with the values that say why.
+    smear = [guarded_record(100, 16, 0.02), guarded_record(200, 8, 0.019), guarded_record(300, 12, 0.026)]
+    (incident,) = feed(ModeCollapse(MCParams()), smear, run)
+    assert (incident.kind, incident.severity, incident.step) == ("not-converged", "warning", 300)
+    assert incident.evidence == {"modes_covered": 12, "total": 25, "high_quality_fraction": 0.026, "at_least": 0.5}
+    assert "12 of 25" in incident.message and "under the floor 0.5" in incident.message
+    # The same counts from sharp samples are collapse, as before (one episode, from step 200).
+    sharp = [guarded_record(100, 16, 0.9), guarded_record(200, 8, 0.9), guarded_record(300, 12, 0.9)]
+    assert [(i.kind, i.step) for i in feed(ModeCollapse(MCParams()), sharp, run)] == [("mode-collapse", 200)]
+    # A smear's count is not the best to fall from: 25 "covered" while smeared, then 17 when sharp.
+    sharpening = [guarded_record(100, 25, 0.1), guarded_record(200, 17, 0.8), guarded_record(300, 19, 0.9)]
+    assert feed(ModeCollapse(MCParams()), sharpening, run) == []
+    # A ceiling (digit FD on Stacked MNIST) works the same way.
+    record = guarded_record(300, 936, 0.0)
+    record["provenance"]["mixture-modes"] = {"modes_total": 1000, "convergence": {
+        "key": "digit_fd", "at_most": 180.0, "guards": ["modes_covered"], "why": "blurred digits"}}
+    (incident,) = feed(ModeCollapse(MCParams()), [{**record, "digit_fd": 240.0}], run)
+    assert incident.kind == "not-converged" and "over the ceiling 180" in incident.message
+    assert feed(ModeCollapse(MCParams()), [{**record, "modes_covered": 990, "digit_fd": 150.0}], run) == []
+
 # ---- fid regression ---------------------------------------------------------------------------
 
 def test_fid_regression_fires_once_per_episode():

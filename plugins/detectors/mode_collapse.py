@@ -9,6 +9,12 @@
   `coverage_drop` of the classes from its best, or ending the run under `coverage_min` of them;
 * 2-D mixtures and Stacked MNIST, at eval points: modes covered, the same way.
 Total collapse is critical; the rest are warnings.
+
+A count of classes or modes says nothing while the samples are smeared between them: a smear
+"covers" modes at a low high-quality fraction, and loses or gains them at random. Where the metric
+declares what converged means for its count (`ganbench.Convergence`), an eval point outside that
+bound raises no collapse, and its count is not the best to fall from; a run that ends outside it
+gets a `not-converged` warning instead, with the values that say why.
 """
 from __future__ import annotations
 
@@ -36,7 +42,7 @@ class ModeCollapse(ganbench.PlainState):
 
     name = "mode-collapse"
     params = Params
-    kinds = {"mode-collapse": "collapsed"}
+    kinds = {"mode-collapse": "collapsed", "not-converged": "stopped"}
 
     def __init__(self, params: Params) -> None:
         self.p = params
@@ -86,6 +92,12 @@ class ModeCollapse(ganbench.PlainState):
             total = next((p[total_key] for p in provenance.values() if total_key in p), None)
             if not finite(value) or not total:
                 continue
+            unconverged = _unconverged(record, key)
+            if unconverged is not None:
+                self.coverage_active.discard(key)
+                if final:
+                    found.append(_not_converged(key, value, total, *unconverged))
+                continue
             best = self.best[key] = max(self.best.get(key, value), value)
             low = final and value < self.p.coverage_min * total
             dropped = best - value >= self.p.coverage_drop * total
@@ -101,6 +113,30 @@ class ModeCollapse(ganbench.PlainState):
                 {key: value, "total": total, "best": best, "coverage_min": self.p.coverage_min,
                  "coverage_drop": self.p.coverage_drop}))
         return found or None
+
+
+def _unconverged(record: dict[str, Any], key: str) -> tuple[ganbench.Convergence, float] | None:
+    """The bound a metric declared for `key`, with its value here, when this eval point is outside it."""
+    for provenance in record.get("provenance", {}).values():
+        declared = provenance.get("convergence") if isinstance(provenance, dict) else None
+        if not declared or key not in declared.get("guards", ()) or not finite(record.get(declared["key"])):
+            continue
+        bound = ganbench.Convergence(declared["key"], declared.get("at_least"), tuple(declared["guards"]),
+                                     declared.get("why", ""), declared.get("at_most"))
+        if not bound.holds(record[bound.key]):
+            return bound, record[bound.key]
+    return None
+
+
+def _not_converged(key: str, value: float, total: Any, bound: ganbench.Convergence, sharpness: float) -> ganbench.Incident:
+    side = f"under the floor {bound.at_least:g}" if bound.at_least is not None else f"over the ceiling {bound.at_most:g}"
+    name = key.replace("_", " ")
+    return ganbench.Incident(
+        "not-converged", "warning",
+        f"ended unconverged: {bound.key.replace('_', ' ')} {sharpness:.4g}, {side} that {name} needs "
+        f"({bound.why}), so its {value:g} of {total} says nothing about collapse",
+        {key: value, "total": total, bound.key: rounded(sharpness),
+         **({"at_least": bound.at_least} if bound.at_least is not None else {"at_most": bound.at_most})})
 
 
 @ganbench.hookimpl
