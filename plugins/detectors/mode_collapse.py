@@ -12,9 +12,9 @@ Total collapse is critical; the rest are warnings.
 
 A count of classes or modes says nothing while the samples are smeared between them: a smear
 "covers" modes at a low high-quality fraction, and loses or gains them at random. Where the metric
-declares what converged means for its count (`ganbench.Convergence`), an eval point outside that
-bound raises no collapse, and its count is not the best to fall from; a run that ends outside it
-gets a `not-converged` warning instead, with the values that say why.
+declares what converged means for its count (`ganbench.Convergence`), a count at an eval point
+outside that bound is neither a best to fall from nor a fall; a run that ends outside it with a low
+count still gets its warning, which says that the samples are not converged and gives the value.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class ModeCollapse(ganbench.PlainState):
 
     name = "mode-collapse"
     params = Params
-    kinds = {"mode-collapse": "collapsed", "not-converged": "stopped"}
+    kinds = {"mode-collapse": "collapsed"}
 
     def __init__(self, params: Params) -> None:
         self.p = params
@@ -93,14 +93,12 @@ class ModeCollapse(ganbench.PlainState):
             if not finite(value) or not total:
                 continue
             unconverged = _unconverged(record, key)
-            if unconverged is not None:
-                self.coverage_active.discard(key)
-                if final:
-                    found.append(_not_converged(key, value, total, *unconverged))
-                continue
-            best = self.best[key] = max(self.best.get(key, value), value)
+            if unconverged is None:
+                best = self.best[key] = max(self.best.get(key, value), value)
+                dropped = best - value >= self.p.coverage_drop * total
+            else:  # a smear's count wanders: neither a best to fall from nor a fall
+                best, dropped = self.best.get(key, value), False
             low = final and value < self.p.coverage_min * total
-            dropped = best - value >= self.p.coverage_drop * total
             if not (low or dropped):
                 self.coverage_active.discard(key)
                 continue
@@ -108,10 +106,12 @@ class ModeCollapse(ganbench.PlainState):
                 continue
             self.coverage_active.add(key)
             why = f"down from {best:g}" if dropped else f"under {self.p.coverage_min:.0%} of them at the end of the run"
-            found.append(ganbench.Incident(
-                "mode-collapse", "warning", f"{key.replace('_', ' ')}: {value:g} of {total}, {why}",
-                {key: value, "total": total, "best": best, "coverage_min": self.p.coverage_min,
-                 "coverage_drop": self.p.coverage_drop}))
+            message = f"{key.replace('_', ' ')}: {value:g} of {total}, {why}"
+            evidence = {key: value, "total": total, "best": best, "coverage_min": self.p.coverage_min,
+                        "coverage_drop": self.p.coverage_drop}
+            if unconverged is not None:
+                message, evidence = _unconverged_caveat(key, message, evidence, *unconverged)
+            found.append(ganbench.Incident("mode-collapse", "warning", message, evidence))
         return found or None
 
 
@@ -128,15 +128,14 @@ def _unconverged(record: dict[str, Any], key: str) -> tuple[ganbench.Convergence
     return None
 
 
-def _not_converged(key: str, value: float, total: Any, bound: ganbench.Convergence, sharpness: float) -> ganbench.Incident:
+def _unconverged_caveat(key: str, message: str, evidence: dict[str, Any], bound: ganbench.Convergence,
+                        sharpness: float) -> tuple[str, dict[str, Any]]:
+    """The incident's message and evidence for a count from samples outside their metric's bound."""
     side = f"under the floor {bound.at_least:g}" if bound.at_least is not None else f"over the ceiling {bound.at_most:g}"
-    name = key.replace("_", " ")
-    return ganbench.Incident(
-        "not-converged", "warning",
-        f"ended unconverged: {bound.key.replace('_', ' ')} {sharpness:.4g}, {side} that {name} needs "
-        f"({bound.why}), so its {value:g} of {total} says nothing about collapse",
-        {key: value, "total": total, bound.key: rounded(sharpness),
-         **({"at_least": bound.at_least} if bound.at_least is not None else {"at_most": bound.at_most})})
+    limit = {"converged_at_least": bound.at_least} if bound.at_least is not None else {"converged_at_most": bound.at_most}
+    return (f"{message}; but the samples are not converged: {bound.key.replace('_', ' ')} {sharpness:.4g}, {side} "
+            f"that {key.replace('_', ' ')} needs ({bound.why}), so this may be a smear rather than a collapse",
+            {**evidence, bound.key: rounded(sharpness), **limit})
 
 
 @ganbench.hookimpl
