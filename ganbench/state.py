@@ -149,6 +149,17 @@ class Convergence:
         bound = {"at_least": self.at_least} if self.at_least is not None else {"at_most": self.at_most}
         return {"key": self.key, **bound, "guards": list(self.guards), "why": self.why}
 
+    @classmethod
+    def from_record(cls, recorded: Any) -> Convergence | None:
+        """The inverse of `record`: None for anything that is not a well-formed record of one."""
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("key"), str):
+            return None
+        try:
+            return cls(recorded["key"], recorded.get("at_least"), tuple(recorded.get("guards") or ()),
+                       str(recorded.get("why") or ""), recorded.get("at_most"))
+        except ValueError:  # both bounds or neither
+            return None
+
 
 @dataclass
 class MetricValues:

@@ -118,11 +118,9 @@ class ModeCollapse(ganbench.PlainState):
 def _unconverged(record: dict[str, Any], key: str) -> tuple[ganbench.Convergence, float] | None:
     """The bound a metric declared for `key`, with its value here, when this eval point is outside it."""
     for provenance in record.get("provenance", {}).values():
-        declared = provenance.get("convergence") if isinstance(provenance, dict) else None
-        if not declared or key not in declared.get("guards", ()) or not finite(record.get(declared["key"])):
+        bound = ganbench.Convergence.from_record(provenance.get("convergence") if isinstance(provenance, dict) else None)
+        if bound is None or key not in bound.guards or not finite(record.get(bound.key)):
             continue
-        bound = ganbench.Convergence(declared["key"], declared.get("at_least"), tuple(declared["guards"]),
-                                     declared.get("why", ""), declared.get("at_most"))
         if not bound.holds(record[bound.key]):
             return bound, record[bound.key]
     return None
