@@ -208,7 +208,7 @@ def _run_locked(args: argparse.Namespace, console: Console, suite: Any, specs: l
               or (out / "runs" / s.run_id / "status.json").is_file()]
     write_json(out / "suite.json", {
         "name": suite.name, "question": suite.header.question, "expects": suite.header.expects,
-        "suite_file": str(suite.path.resolve()), "baseline": suite.baseline, "seeds": suite.header.seeds,
+        **suite.file_record(), "baseline": suite.baseline, "seeds": suite.header.seeds,
         "configs": [c for c in suite.config_names() if any(s.config == c for s in listed)],
         "scale": scale, "scale_reason": scale_reason, "device": str(device), "device_name": device_name(device),
         "started": now(), "runs": [s.run_id for s in listed],

@@ -173,7 +173,7 @@ def run(args: Any, console: Any, suite: Suite, out: Path, device: Any, scale: st
         listed = listed_runs(out, scale, specs)
         write_json(out / "suite.json", {
             "name": suite.name, "question": suite.header.question, "expects": suite.header.expects,
-            "suite_file": str(suite.path.resolve()), "baseline": suite.baseline, "seeds": list(search.final_seeds),
+            **suite.file_record(), "baseline": suite.baseline, "seeds": list(search.final_seeds),
             "configs": suite.config_names(), "scale": scale, "scale_reason": scale_reason, "device": str(device),
             "device_name": device_name(device), "started": started, "runs": listed,
             "threads_per_run": choice.threads, "threads_why": choice.why, **suite.report_control(),

@@ -219,6 +219,14 @@ class Suite:
         """What suite.json carries for the report: the chosen primary metric and the extra keys to plot."""
         return {"primary": self.header.primary, "plot": list(self.header.plot)}
 
+    def file_record(self) -> dict[str, Any]:
+        """What suite.json says of the suite file: its absolute path, and its path inside the git
+        checkout that holds it (None outside one), which a report shows so that a committed report
+        names `suites/x.toml`, not the folder of the machine or worktree it ran in."""
+        path = self.path.resolve()
+        repo = next((p for p in path.parents if (p / ".git").exists()), None)  # a worktree's .git is a file
+        return {"suite_file": str(path), "suite_file_in_repo": path.relative_to(repo).as_posix() if repo else None}
+
     def config_names(self) -> list[str]:
         return [c.name for c in self.configs]
 

@@ -224,3 +224,23 @@ def test_recorded_directions_never_split_runs_into_groups():
     assert comparable(old, new) == []
     assert comparable({"extractor": "x"}, {"extractor": "x", "better": {"fid": "min"}}) == []
     assert comparable(old, {**old, "fid.extractor": "y"}) == ["fid.extractor"]
+
+
+def test_suite_json_names_the_suite_file_inside_its_git_checkout(tiny_suite, tmp_path):
+    path = tiny_suite()
+    assert load_suite(path).file_record() == {"suite_file": str(path.resolve()), "suite_file_in_repo": None}
+    (tmp_path / ".git").write_text("gitdir: /elsewhere/.git/worktrees/x\n")  # a worktree's .git is a file
+    nested = tmp_path / "suites" / "reproduce"
+    nested.mkdir(parents=True)
+    moved = path.rename(nested / "s.toml")
+    assert load_suite(moved).file_record() == {"suite_file": str(moved.resolve()),
+                                               "suite_file_in_repo": "suites/reproduce/s.toml"}
+
+
+def test_the_report_shows_the_suite_file_as_its_repository_path(tmp_path):
+    absolute = "/work/some-worktree/suites/reproduce/x.toml"
+    html = (build_report(suite_dir(tmp_path / "in", suite_file=absolute, suite_file_in_repo="suites/reproduce/x.toml"),
+                         warn=None).out / "report.html").read_text()
+    assert "<code>suites/reproduce/x.toml</code> (in the git checkout it ran from)" in html and absolute not in html
+    html = (build_report(suite_dir(tmp_path / "out", suite_file=absolute), warn=None).out / "report.html").read_text()
+    assert f"<code>{absolute}</code>" in html  # an older suite.json, or a suite outside any checkout

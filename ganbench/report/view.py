@@ -276,7 +276,7 @@ def build_view(results: SuiteResults, ranking: Ranking, figures: list[Figure]) -
     return {
         "suite": {k: _text(suite.get(k)) if suite.get(k) not in (None, "") else "" for k in
                   ("name", "question", "expects", "scale", "scale_reason", "device", "device_name", "started",
-                   "suite_file", "baseline")},
+                   "suite_file", "suite_file_in_repo", "baseline")},
         "seeds": ", ".join(str(s) for s in suite.get("seeds") or []),
         "configs": ", ".join(results.configs),
         "finished": max(finished) if finished else "",
