@@ -232,3 +232,90 @@ def test_pacgan_networks_follow_the_reference_code():
     D.eval()
     assert D(x).shape == (N,) and torch.equal(D(x), D.head(D.features(x)))
     assert G(torch.randn(N, Z_DIM)).shape == (N, 2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Metz et al.'s small Stacked-MNIST DCGAN (PacGAN's unrolled_GAN_experiment code)
+# --------------------------------------------------------------------------------------------------
+
+
+def _metz(d_width=2, channels=3):
+    from ganbench_plugins.architectures import metz_dcgan
+
+    arch = metz_dcgan.MetzDCGAN(metz_dcgan.Params(d_width=d_width))
+    return arch.ganbench_build_models(run=make_run(shape=(channels, 28, 28)))
+
+
+@pytest.mark.parametrize("d_width, d_params", [(2, 585), (4, 1889)])
+def test_metz_dcgan_has_the_reference_codes_parameter_counts(d_width, d_params):
+    # Counted by hand from the code's layers (D=0.25G and D=0.5G/model.py; z 16-D here):
+    # G: linear 16 -> 4·4·64 (+ bias), BN 64, 3x3 deconvs 64 -> 32 -> 16 -> 8 (+ biases), BN after
+    # each, a 3x3 conv 8 -> 3; D: 3x3 convs 3 -> w -> 2w -> 4w, BN after each, linear 4w·4·4 -> 1.
+    g_params = (16 * 1024 + 1024) + 2 * 64 + (9 * 64 * 32 + 32) + 2 * 32 + (9 * 32 * 16 + 16) + 2 * 16 \
+        + (9 * 16 * 8 + 8) + 2 * 8 + (9 * 8 * 3 + 3)
+    models = _metz(d_width)
+    assert sum(p.numel() for p in models.generator.parameters()) == g_params
+    assert sum(p.numel() for p in models.discriminator.parameters()) == d_params
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in models.discriminator.modules()) == 3  # the first conv's too
+    leaks = {m.negative_slope for m in models.discriminator.modules() if isinstance(m, nn.LeakyReLU)}
+    assert leaks == {0.3}
+
+
+def test_metz_dcgan_maps_and_outputs():
+    torch.manual_seed(0)
+    models = _metz()
+    G, D = models.generator, models.discriminator
+    sizes, x = [], torch.randn(N, Z_DIM)
+    for layer in G:
+        x = layer(x)
+        if isinstance(layer, nn.ReLU):
+            sizes.append(x.shape[-1])
+    assert sizes == [4, 7, 14, 28] and x.shape == (N, 3, 28, 28) and float(x.detach().abs().max()) <= 1.0
+    maps, y = [], x
+    for layer in D.features:
+        y = layer(y)
+        if isinstance(layer, nn.LeakyReLU):
+            maps.append(tuple(y.shape[1:]))
+    assert maps == [(2, 14, 14), (4, 7, 7), (8, 4, 4)]
+    assert D(x).shape == (N,) and torch.equal(D(x), D.head(D.features(x)))
+
+
+def test_metz_dcgan_pads_as_tensorflow_same():
+    # TensorFlow's 'SAME' for a 3x3 stride-2 conv of 28 pixels pads one row and column, after:
+    # out[i, j] = sum x[2i + a, 2j + b] w[a, b]. A delta at (0, 0) therefore meets tap (0, 0) at
+    # out[0, 0]; torch's symmetric padding=1 would meet tap (1, 1) there. Each tap is labelled.
+    from ganbench_plugins.architectures.metz_dcgan import SameConv, SameConvTranspose
+
+    conv = SameConv(1, 1, 28, 2)
+    with torch.no_grad():
+        conv.conv.weight.copy_(torch.tensor([[1.0, 2, 3], [4, 5, 6], [7, 8, 9]]).view(1, 1, 3, 3))
+        conv.conv.bias.zero_()
+    # (delta's row, column) -> {(out row, out column): tap}; row 1 = 2·0 + 1, column 2 = 2·0 + 2 = 2·1 + 0.
+    cases = {(0, 0): {(0, 0): 1.0}, (27, 27): {(13, 13): 5.0}, (1, 2): {(0, 0): 6.0, (0, 1): 4.0}}
+    for (r, c), taps in cases.items():
+        x = torch.zeros(1, 1, 28, 28)
+        x[0, 0, r, c] = 1.0
+        out = conv(x).detach()[0, 0]
+        assert out.shape == (14, 14)
+        assert {(i, j): float(out[i, j]) for i, j in torch.nonzero(out).tolist()} == taps
+    # conv2d_transpose is defined as the gradient of that conv: <conv(x), y> = <x, convT(y)>.
+    for size_in, out in [(4, 7), (7, 14), (14, 28)]:
+        forward, transposed = SameConv(2, 3, out, 2), SameConvTranspose(3, 2, size_in, out)
+        with torch.no_grad():
+            transposed.conv.weight.copy_(forward.conv.weight)
+            forward.conv.bias.zero_(), transposed.conv.bias.zero_()
+        x = torch.randn(1, 2, out, out, dtype=torch.float64, requires_grad=True)
+        y = torch.randn(1, 3, size_in, size_in, dtype=torch.float64)
+        forward, transposed = forward.double(), transposed.double()
+        (forward(x) * y).sum().backward()
+        assert torch.allclose(transposed(y), x.grad, atol=1e-12)
+
+
+def test_metz_dcgan_refuses_data_it_cannot_model():
+    from ganbench_plugins.architectures import metz_dcgan
+
+    with pytest.raises(ganbench.UsageError, match=r"28x28 images .* shape \(3, 32, 32\); use dcgan"):
+        metz_dcgan.MetzDCGAN(metz_dcgan.Params()).ganbench_build_models(run=make_run(shape=(3, 32, 32)))
+    setup = SimpleNamespace(data=SimpleNamespace(kind="image", shape=(3, 28, 28)))
+    assert "multiple of 8" in metz_dcgan.MetzDCGAN.check(metz_dcgan.Params(g_width=12), setup)
+    assert metz_dcgan.MetzDCGAN.check(metz_dcgan.Params(), setup) is None
