@@ -26,6 +26,7 @@ from ganbench_plugins.tricks import (
     conditional,
     d_lr_decay,
     diff_augment,
+    lr_decay,
     minibatch_discrimination,
     minibatch_std,
     r1,
@@ -34,7 +35,7 @@ from ganbench_plugins.tricks import (
 )
 
 CPU = torch.device("cpu")
-MODULES = [conditional, minibatch_discrimination, minibatch_std, unrolled, adaptive_ratio, d_lr_decay, r1,
+MODULES = [conditional, minibatch_discrimination, minibatch_std, unrolled, adaptive_ratio, d_lr_decay, lr_decay, r1,
            diff_augment, unit_range]
 
 
@@ -369,6 +370,38 @@ def test_d_lr_decay_lowers_the_trainers_d_learning_rate(tiny_run) -> None:
     assert train(run)[0] == "completed"
     assert run.optimizers.discriminator.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.25)
     assert run.optimizers.generator.param_groups[0]["lr"] == 2e-4
+
+
+def test_lr_decay_follows_gulrajani_et_als_schedule_after_the_constant_share() -> None:
+    """Step i (from 0) trains at 1 - i/steps of the rate in gan_cifar_resnet.py (DECAY); with
+    start_fraction the first share of the run keeps the whole rate (CycleGAN's half and half)."""
+    def scales(**params) -> list[float]:
+        trick = lr_decay.LrDecay(lr_decay.Params(**params))
+        trick.steps = 10
+        return [trick.scale_at(i) for i in range(11)]
+
+    assert scales() == pytest.approx([1 - i / 10 for i in range(11)], abs=1e-12)
+    assert scales(start_fraction=0.5) == pytest.approx([1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2, 0.0], abs=1e-12)
+    assert scales(start_fraction=0.6, final_scale=0.2) == pytest.approx([1] * 7 + [0.8, 0.6, 0.4, 0.2], abs=1e-12)
+
+
+@pytest.mark.parametrize("networks,g_scale,d_scale", [("both", 0.5, 0.5), ("generator", 0.5, 1.0),
+                                                       ("discriminator", 1.0, 0.5)])
+def test_lr_decay_sets_the_trainers_learning_rates(tiny_run, networks, g_scale, d_scale) -> None:
+    run = tiny_run(f'tricks = [{{ name = "lr-decay", final_scale = 0.5, networks = "{networks}" }}]\nsteps = 4')
+    assert train(run)[0] == "completed"
+    assert run.optimizers.generator.param_groups[0]["lr"] == pytest.approx(2e-4 * g_scale, rel=1e-12)
+    assert run.optimizers.discriminator.param_groups[0]["lr"] == pytest.approx(2e-4 * d_scale, rel=1e-12)
+    records = [r for r in read_jsonl(run.dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert [r["lr_scale"] for r in records] == pytest.approx([0.875, 0.75, 0.625, 0.5], abs=1e-12)
+
+
+def test_lr_decay_refuses_a_run_it_cannot_decay(tiny_suite) -> None:
+    with pytest.raises(ganbench.UsageError, match=r"start_fraction = 1.0 leaves none of the run's \d+ steps"):
+        load_suite(tiny_suite('tricks = [{ name = "lr-decay", start_fraction = 1.0 }]')).runs("default")
+    with pytest.raises(ganbench.UsageError, match="d-lr-decay also sets D's learning rate"):
+        load_suite(tiny_suite('tricks = ["d-lr-decay", "lr-decay"]')).runs("default")
+    load_suite(tiny_suite('tricks = ["d-lr-decay", { name = "lr-decay", networks = "generator" }]')).runs("default")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Linear learning-rate decay to a floor by the last step, for G and D alike.
+"""Linear learning-rate decay (Gulrajani et al. 2017; Zhu et al. 2017): G's and D's rates fall by the last step.
 
 Gulrajani et al. 2017 train their CIFAR-10 WGAN-GP ResNet this way: `DECAY = True` and
 `decay = tf.maximum(0., 1.-(tf.cast(_iteration, tf.float32)/ITERS))`, both Adams at `LR*decay`
@@ -28,7 +28,7 @@ class Params:
     networks: Literal["both", "generator", "discriminator"] = "both"  # whose learning rate decays
 
 
-class LrDecay:
+class LrDecay(ganbench.PlainState):  # its state: the run's length and the scale last set (the report's lr_scale)
     """Decays G's and D's learning rates linearly to `final_scale` of their start by the last step."""
 
     name = "lr-decay"
@@ -47,6 +47,9 @@ class LrDecay:
         if round(params.start_fraction * setup.core.steps) >= setup.core.steps:
             return (f"start_fraction = {params.start_fraction} leaves none of the run's {setup.core.steps} steps "
                     "to decay; give a start_fraction below 1")
+        if params.networks != "generator" and any(t.name == "d-lr-decay" for t in setup.tricks):
+            return ('d-lr-decay also sets D\'s learning rate, and lr-decay would overwrite its cuts every step; '
+                    'use one of them, or lr-decay with networks = "generator"')
         return None
 
     def scale_at(self, index: int) -> float:
