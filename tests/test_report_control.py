@@ -244,3 +244,24 @@ def test_the_report_shows_the_suite_file_as_its_repository_path(tmp_path):
     assert "<code>suites/reproduce/x.toml</code> (in the git checkout it ran from)" in html and absolute not in html
     html = (build_report(suite_dir(tmp_path / "out", suite_file=absolute), warn=None).out / "report.html").read_text()
     assert f"<code>{absolute}</code>" in html  # an older suite.json, or a suite outside any checkout
+
+
+def test_the_report_starts_at_the_first_run_not_at_the_last_invocation(tmp_path):
+    """suite.json's "started" is rewritten by each `ganbench run` into a folder (a resume, a later --only); the
+    header must give when the first run started, and name the last invocation separately."""
+    root = suite_dir(tmp_path / "in", started="2026-12-07T19:52:52+00:00")
+    starts = {"a-s0": "2026-12-07T16:14:54+00:00", "a-s1": "2026-12-07T14:43:31+00:00", "b-s0": "2026-12-07T18:00:26+00:00"}
+    for run in (root / "runs").iterdir():
+        status = json.loads((run / "status.json").read_text())
+        prefix = run.name.rsplit("-", 1)[0]
+        if prefix in starts:
+            status["started"] = starts[prefix]
+        (run / "status.json").write_text(json.dumps(status))
+    out = build_report(root, warn=None).out
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert ("- **Started:** 2026-12-07T14:43:31+00:00 (the last `ganbench run` into this folder started "
+            "2026-12-07T19:52:52+00:00)") in md
+    assert "<dt>Started</dt><dd>2026-12-07T14:43:31+00:00 <span" in html
+    # one invocation that started before its runs: no second time
+    fresh = suite_dir(tmp_path / "fresh", started="2026-12-07T10:00:00+00:00")
+    assert "- **Started:** 2026-12-07T10:00:00+00:00;" in (build_report(fresh, warn=None).out / "report.md").read_text()

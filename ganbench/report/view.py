@@ -263,10 +263,35 @@ def provenance_view(results: SuiteResults) -> list[dict[str, Any]]:
             for i, prov in by_source.items()]
 
 
+def _instant(text: Any) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def started_times(results: SuiteResults) -> tuple[str, str]:
+    """When the folder's first run started, and when its last `ganbench run` started where that was later.
+
+    suite.json's "started" is rewritten by every invocation, so a folder resumed or extended with --only
+    would otherwise show the last invocation's time as the start of runs that trained hours before it."""
+    invoked = results.suite.get("started")
+    starts = [(m, t) for t in [*results.runs.get("started", []), invoked] if (m := _instant(t)) is not None]
+    if not starts:
+        return "", ""
+    first = min(starts)[1]
+    later = invoked if isinstance(invoked, str) and invoked != first and _instant(invoked) is not None else ""
+    return first, later
+
+
 def build_view(results: SuiteResults, ranking: Ranking, figures: list[Figure]) -> dict[str, Any]:
     suite = results.suite
     unfinished = results.runs["status"].isin(UNFINISHED) if not results.runs.empty else pd.Series(dtype=bool)
     finished = [f for f in results.runs.get("finished", []) if isinstance(f, str)]
+    first_started, invoked = started_times(results)
     incidents, incidents_by_kind = incidents_view(results)
     notes = list(results.notes)
     if results.unlisted:
@@ -280,6 +305,8 @@ def build_view(results: SuiteResults, ranking: Ranking, figures: list[Figure]) -
         "seeds": ", ".join(str(s) for s in suite.get("seeds") or []),
         "configs": ", ".join(results.configs),
         "finished": max(finished) if finished else "",
+        "first_started": first_started,
+        "invoked": invoked,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "smoke": suite.get("scale") == "smoke",
         "smoke_banner": SMOKE_BANNER,
