@@ -44,7 +44,7 @@ def test_every_suite_header_key_is_documented():
 def test_the_guides_example_trick_runs(tiny_suite, tmp_path):
     code = re.search(r"save this as\s+`lr_decay.py`.*?```python\n(.*?)```", GUIDE, flags=re.S | re.I).group(1)
     (tmp_path / "lr_decay.py").write_text(code)
-    path = tiny_suite('steps = 8\nlog_every = 2\ntricks = [{ name = "lr-decay", start = 0.5 }]')
+    path = tiny_suite('steps = 8\nlog_every = 2\ntricks = [{ name = "my-lr-decay", start = 0.5 }]')
     path.write_text(path.read_text().replace("seeds = [0]", 'seeds = [0]\nplugins = ["./lr_decay.py"]'))
     spec = load_suite(path).runs("default")[0]
     assert execute(spec, tmp_path / "run", torch.device("cpu")) == "completed"

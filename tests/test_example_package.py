@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "examples" / "my-gan-tricks"
-PLUGINS = {("trick", "lr-decay", "lr_decay"), ("loss", "ragan", "ragan"), ("metric", "nn-distance", "nn_distance")}
+PLUGINS = {("trick", "my-lr-decay", "lr_decay"), ("loss", "ragan", "ragan"), ("metric", "nn-distance", "nn_distance")}
 
 
 @pytest.fixture(scope="module")

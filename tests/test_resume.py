@@ -49,7 +49,7 @@ metrics = []
 [[configs]]
 name = "plain"
 architecture = { name = "dcgan", width = 8 }
-tricks = [{ name = "lr-decay", start_fraction = 0.25, final_scale = 0.1 }]  # stateless: the step sets the rate
+tricks = [{ name = "lr-decay", start_fraction = 0.25, final_scale = 0.1 }]  # the rate follows the step across a resume
 
 [[configs]]
 name = "stateful"

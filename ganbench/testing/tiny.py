@@ -280,7 +280,7 @@ class PluginRun:
     records: list[dict[str, Any]]  # metrics.jsonl train records, one per step
     evals: list[dict[str, Any]]  # metrics.jsonl eval records (the last step's at least)
     incidents: list[dict[str, Any]]  # incidents.jsonl
-    key: str | None = None  # the plugin under test as the run registered it: "trick:lr-decay"
+    key: str | None = None  # the plugin under test as the run registered it: "trick:my-lr-decay"
 
     @property
     def losses(self) -> list[tuple[float, float]]:

@@ -13,7 +13,7 @@ class Params:
 class LinearLrDecay:
     """Holds both learning rates, then decays them linearly to `final` times their start value."""
 
-    name = "lr-decay"
+    name = "my-lr-decay"
     params = Params
 
     def __init__(self, params: Params):
