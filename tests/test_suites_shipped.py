@@ -2,6 +2,7 @@
 expects, and keeps its smoke scale small enough for a CPU."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -89,7 +90,9 @@ def test_a_calibrated_default_scale_is_the_one_calibrated(name):
     spec = next(s for s in suite.runs("default") if s.config == suite.baseline)
     s = spec.settings
     actual = {"steps": s.core.steps, "batch_size": s.core.batch_size, "lr_g": s.optimizer_g.lr,
-              "lr_d": s.optimizer_d.lr, "architecture": s.architecture.name, "loss": s.loss.name}
+              "lr_d": s.optimizer_d.lr, "architecture": s.architecture.name, "loss": s.loss.name,
+              "tricks": [{"name": t.name, **(dataclasses.asdict(t.params) if t.params is not None else {})}
+                         for t in s.tricks]}
     assert actual == entry["settings"], f"{name}: the default scale changed since it was calibrated"
     target = entry["target"]
     finals = entry["finals"][target["key"]]
