@@ -377,8 +377,7 @@ def test_lr_decay_follows_gulrajani_et_als_schedule_after_the_constant_share() -
     start_fraction the first share of the run keeps the whole rate (CycleGAN's half and half)."""
     def scales(**params) -> list[float]:
         trick = lr_decay.LrDecay(lr_decay.Params(**params))
-        trick.steps = 10
-        return [trick.scale_at(i) for i in range(11)]
+        return [trick.scale_at(i, 10) for i in range(11)]
 
     assert scales() == pytest.approx([1 - i / 10 for i in range(11)], abs=1e-12)
     assert scales(start_fraction=0.5) == pytest.approx([1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2, 0.0], abs=1e-12)
@@ -392,8 +391,10 @@ def test_lr_decay_sets_the_trainers_learning_rates(tiny_run, networks, g_scale, 
     assert train(run)[0] == "completed"
     assert run.optimizers.generator.param_groups[0]["lr"] == pytest.approx(2e-4 * g_scale, rel=1e-12)
     assert run.optimizers.discriminator.param_groups[0]["lr"] == pytest.approx(2e-4 * d_scale, rel=1e-12)
-    records = [r for r in read_jsonl(run.dir / "metrics.jsonl") if r["kind"] == "train"]
-    assert [r["lr_scale"] for r in records] == pytest.approx([0.875, 0.75, 0.625, 0.5], abs=1e-12)
+    records = [r for r in read_jsonl(run.dir / "metrics.jsonl") if r["kind"] == "train"]  # each: the next step's rate
+    expected = [0.875, 0.75, 0.625, 0.5]
+    assert [r["lr_g"] for r in records] == pytest.approx([2e-4 * (s if g_scale < 1 else 1) for s in expected], rel=1e-12)
+    assert [r["lr_d"] for r in records] == pytest.approx([2e-4 * (s if d_scale < 1 else 1) for s in expected], rel=1e-12)
 
 
 def test_lr_decay_refuses_a_run_it_cannot_decay(tiny_suite) -> None:
