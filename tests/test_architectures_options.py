@@ -298,9 +298,11 @@ def test_metz_dcgan_pads_as_tensorflow_same():
         out = conv(x).detach()[0, 0]
         assert out.shape == (14, 14)
         assert {(i, j): float(out[i, j]) for i, j in torch.nonzero(out).tolist()} == taps
-    # conv2d_transpose is defined as the gradient of that conv: <conv(x), y> = <x, convT(y)>.
-    for size_in, out in [(4, 7), (7, 14), (14, 28)]:
-        forward, transposed = SameConv(2, 3, out, 2), SameConvTranspose(3, 2, size_in, out)
+    # conv2d_transpose is defined as the gradient of that conv: <conv(x), y> = <x, convT(y)>. 5x5 is
+    # pacgan-dcgan's kernel, whose 'SAME' padding is odd at every one of its sizes but 7.
+    for size_in, out, kernel in [(4, 7, 3), (7, 14, 3), (14, 28, 3), (2, 4, 5), (4, 7, 5), (7, 14, 5), (14, 28, 5),
+                                 (8, 16, 5)]:
+        forward, transposed = SameConv(2, 3, out, 2, kernel), SameConvTranspose(3, 2, size_in, out, kernel)
         with torch.no_grad():
             transposed.conv.weight.copy_(forward.conv.weight)
             forward.conv.bias.zero_(), transposed.conv.bias.zero_()
@@ -319,3 +321,68 @@ def test_metz_dcgan_refuses_data_it_cannot_model():
     setup = SimpleNamespace(data=SimpleNamespace(kind="image", shape=(3, 28, 28)))
     assert "multiple of 8" in metz_dcgan.MetzDCGAN.check(metz_dcgan.Params(g_width=12), setup)
     assert metz_dcgan.MetzDCGAN.check(metz_dcgan.Params(), setup) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# PacGAN's Stacked-MNIST DCGAN (carpedm20's, PacGAN's VEEGAN_experiment code)
+# --------------------------------------------------------------------------------------------------
+
+
+def _pacgan_dcgan(width=64, shape=(3, 28, 28)):
+    from ganbench_plugins.architectures import pacgan_dcgan
+
+    return pacgan_dcgan.PacGANDCGAN(pacgan_dcgan.Params(width=width)).ganbench_build_models(run=make_run(shape=shape))
+
+
+def test_pacgan_dcgan_has_the_reference_codes_parameter_counts():
+    # Counted from the code's layers (VEEGAN_experiment/model.py and ops.py, gf_dim = df_dim = 64,
+    # 28 px so s16 = 2; z 16-D here): G: linear 16 -> 2·2·512 (+ bias), BN 512, 5x5 deconvs
+    # 512 -> 256 -> 128 -> 64 -> 3 (+ biases), BN after all but the last; D: 5x5 convs
+    # 3 -> 64 -> 128 -> 256 -> 512 (+ biases), BN after all but the first, linear 512·2·2 -> 1.
+    g_params = (16 * 2048 + 2048) + 2 * 512 + (25 * 512 * 256 + 256) + 2 * 256 + (25 * 256 * 128 + 128) \
+        + 2 * 128 + (25 * 128 * 64 + 64) + 2 * 64 + (25 * 64 * 3 + 3)
+    d_params = (25 * 3 * 64 + 64) + (25 * 64 * 128 + 128) + 2 * 128 + (25 * 128 * 256 + 256) + 2 * 256 \
+        + (25 * 256 * 512 + 512) + 2 * 512 + (2048 + 1)
+    models = _pacgan_dcgan()
+    assert sum(p.numel() for p in models.generator.parameters()) == g_params
+    assert sum(p.numel() for p in models.discriminator.parameters()) == d_params == 4_310_401  # "about 4.3 M"
+    assert g_params + (100 - 16) * 2048 == 4_514_819  # the code's z is 100-D: "about 4.5 M"
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in models.discriminator.modules()) == 3  # not the first conv's
+    assert {m.negative_slope for m in models.discriminator.modules() if isinstance(m, nn.LeakyReLU)} == {0.2}
+    kernels = {m.kernel_size for m in [*models.generator.modules(), *models.discriminator.modules()]
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))}
+    assert kernels == {(5, 5)}
+
+
+@pytest.mark.parametrize("size,g_sides", [(28, [2, 4, 7, 14, 28]), (32, [2, 4, 8, 16, 32]), (16, [1, 2, 4, 8, 16])])
+def test_pacgan_dcgan_maps_and_outputs(size, g_sides):
+    torch.manual_seed(0)
+    models = _pacgan_dcgan(width=8, shape=(3, size, size))
+    G, D = models.generator, models.discriminator
+    sides, x = [], torch.randn(N, Z_DIM)
+    for layer in G:
+        x = layer(x)
+        if isinstance(layer, (nn.ReLU, nn.Tanh)):
+            sides.append(x.shape[-1])
+    assert sides == g_sides and x.shape == (N, 3, size, size) and float(x.detach().abs().max()) <= 1.0
+    maps, y = [], x
+    for layer in D.features:
+        y = layer(y)
+        if isinstance(layer, nn.LeakyReLU):
+            maps.append(tuple(y.shape[1:]))
+    assert maps == [(8 * 2 ** i, side, side) for i, side in enumerate(reversed(g_sides[:-1]))]
+    assert D(x).shape == (N,) and torch.equal(D(x), D.head(D.features(x)))
+
+
+def test_pacgan_dcgan_refuses_data_it_cannot_model():
+    from ganbench_plugins.architectures import pacgan_dcgan
+
+    arch = pacgan_dcgan.PacGANDCGAN(pacgan_dcgan.Params())
+    with pytest.raises(ganbench.UsageError, match=r"square images of at least 16 pixels .* shape \(3, 28, 32\)"):
+        arch.ganbench_build_models(run=make_run(shape=(3, 28, 32)))
+    setup = SimpleNamespace(data=SimpleNamespace(kind="points", shape=(2,)))
+    assert "use dcgan or mlp" in pacgan_dcgan.PacGANDCGAN.check(pacgan_dcgan.Params(), setup)
+    assert "(1, 8, 8)" in pacgan_dcgan.PacGANDCGAN.check(pacgan_dcgan.Params(),
+                                                        SimpleNamespace(data=SimpleNamespace(kind="image", shape=(1, 8, 8))))
+    assert pacgan_dcgan.PacGANDCGAN.check(pacgan_dcgan.Params(),
+                                          SimpleNamespace(data=SimpleNamespace(kind="image", shape=(3, 28, 28)))) is None

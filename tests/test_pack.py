@@ -106,8 +106,9 @@ def test_module_registers_one_trick_citing_the_paper() -> None:
 
 @pytest.mark.parametrize("m", [2, 3, 4])
 @pytest.mark.parametrize("dataset,architecture,layer_in", [("mnist5k", "dcgan", lambda l: l.in_channels),
+                                                           ("mnist5k", "pacgan-dcgan", lambda l: l.in_channels),
                                                            ("ring8", "mlp", lambda l: l.in_features)],
-                         ids=["dcgan-mnist5k", "mlp-ring8"])
+                         ids=["dcgan-mnist5k", "pacgan-dcgan-mnist5k", "mlp-ring8"])
 def test_d_is_built_for_packs_and_g_for_samples(tiny_run, m, dataset, architecture, layer_in) -> None:
     plain = tiny_run("", dataset=dataset, architecture=architecture, batch=BATCH[m])
     packed = tiny_run(f'tricks = [{{ name = "pack", m = {m} }}]', dataset=dataset, architecture=architecture,

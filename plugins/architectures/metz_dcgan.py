@@ -51,32 +51,34 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class SameConv(nn.Module):
-    """A 3x3 conv with TensorFlow's 'SAME' padding (zero rows and columns, the odd one after)."""
+    """A square conv (3x3 here, 5x5 in pacgan-dcgan) with TensorFlow's 'SAME' padding of a `size` x
+    `size` map (zero rows and columns, the odd one after)."""
 
-    def __init__(self, c_in: int, c_out: int, size: int, stride: int) -> None:
+    def __init__(self, c_in: int, c_out: int, size: int, stride: int, kernel: int = 3) -> None:
         super().__init__()
-        before, after = _same_padding(size, 3, stride)
+        before, after = _same_padding(size, kernel, stride)
         self.pad = nn.ZeroPad2d((before, after, before, after))
-        self.conv = nn.Conv2d(c_in, c_out, 3, stride, 0)
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride, 0)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(self.pad(x))
 
 
 class SameConvTranspose(nn.Module):
-    """A 3x3 stride-2 transposed conv to an `out` x `out` map, keeping TensorFlow's window.
+    """A square stride-2 transposed conv (3x3 here, 5x5 in pacgan-dcgan) to an `out` x `out` map,
+    keeping TensorFlow's window.
 
     TensorFlow's conv2d_transpose with 'SAME' padding is the adjoint of the forward conv that maps
-    `out` to `in`; of the full output ((in - 1)·2 + 3 wide) it keeps `out` rows and columns starting
-    at that forward conv's leading padding.
+    `out` to `in`; of the full output ((in - 1)·2 + kernel wide) it keeps `out` rows and columns
+    starting at that forward conv's leading padding.
     """
 
-    def __init__(self, c_in: int, c_out: int, size_in: int, out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, size_in: int, out: int, kernel: int = 3) -> None:
         super().__init__()
         if -(-out // 2) != size_in:
             raise ValueError(f"a stride-2 'SAME' transposed conv cannot map {size_in} to {out}")
-        self.start, self.out = _same_padding(out, 3, 2)[0], out
-        self.conv = nn.ConvTranspose2d(c_in, c_out, 3, 2, 0)
+        self.start, self.out = _same_padding(out, kernel, 2)[0], out
+        self.conv = nn.ConvTranspose2d(c_in, c_out, kernel, 2, 0)
 
     def forward(self, x: Tensor) -> Tensor:
         s, n = self.start, self.out
@@ -91,7 +93,8 @@ def unsupported(kind: str, shape: tuple[int, ...]) -> str | None:
     return None
 
 
-def _init(module: nn.Module) -> None:
+def init_as_ops(module: nn.Module) -> None:
+    """Weights as the reference code's ops.py draws them (the module docstring); BatchNorm left at 1 and 0."""
     with torch.no_grad():
         for layer in module.modules():
             if isinstance(layer, nn.Conv2d):
@@ -144,8 +147,8 @@ class MetzDCGAN:
             size, c_in = -(-size // 2), c_out
         discriminator = SplitSequential(*d_layers, nn.Flatten(1), nn.Linear(4 * d * START * START, 1), nn.Flatten(0),
                                         head_size=2)
-        _init(generator)
-        _init(discriminator)
+        init_as_ops(generator)
+        init_as_ops(discriminator)
         return ganbench.Models(generator=generator, discriminator=discriminator)
 
 
