@@ -65,6 +65,26 @@ def test_strided_is_the_default_and_unchanged():
         nn.Conv2d, nn.LeakyReLU, nn.Conv2d, nn.BatchNorm2d, nn.LeakyReLU, nn.Conv2d, nn.Flatten]
 
 
+@pytest.mark.parametrize("size", [28, 64])
+def test_d_width_narrows_d_and_leaves_g(size):
+    """Metz et al.'s D at 1/4 of G: D's channels start from d_width, G's layers stay width's."""
+    def build(**kw):
+        torch.manual_seed(0)
+        return dcgan.DCGAN(dcgan.Params(width=16, **kw)).ganbench_build_models(run=make_run((3, size, size)))
+
+    same, narrow = build(), build(d_width=4)
+    convs = [(m.in_channels, m.out_channels) for m in narrow.discriminator.modules() if isinstance(m, nn.Conv2d)]
+    n_up = 2 if size == 28 else 4
+    assert convs == [(3, 4)] + [(4 * 2 ** i, 8 * 2 ** i) for i in range(n_up - 1)] + [(4 * 2 ** (n_up - 1), 1)]
+    assert [(m.in_channels, m.out_channels) for m in same.discriminator.modules() if isinstance(m, nn.Conv2d)][0] == (3, 16)
+    g_same, g_narrow = same.generator.state_dict(), narrow.generator.state_dict()  # G's shapes are width's
+    assert {k: v.shape for k, v in g_same.items()} == {k: v.shape for k, v in g_narrow.items()}
+    assert dcgan.Params(width=16).d_width is None and build(d_width=16).discriminator.state_dict().keys() == \
+        same.discriminator.state_dict().keys()
+    x = narrow.generator(torch.randn(N, Z_DIM))
+    assert narrow.discriminator(x).shape == (N,)
+
+
 def test_relu_in_d():
     models = dcgan.DCGAN(dcgan.Params(width=8, d_activation="relu")).ganbench_build_models(run=make_run())
     assert nn.LeakyReLU not in types(models.discriminator) and nn.ReLU in types(models.discriminator)

@@ -3,7 +3,8 @@
 Strided convolutions down in D, transposed convolutions up in G, BatchNorm, ReLU in G and
 LeakyReLU 0.2 in D, tanh output and N(0, 0.02) weights, for square images of 28, 32 or 64 pixels.
 G starts from a `start` x `start` map (7 for 28 pixels, 4 otherwise) and doubles it `n_up` times;
-D mirrors G. Channels double at each step towards the small map, from `width` at the large end.
+D mirrors G. Channels double at each step towards the small map, from `width` at the large end
+(from `d_width` in D when it is set: Metz et al. 2017 shrink D to make a DCGAN drop modes).
 
 Ablation knobs for the paper's practices: D's activation (`d_activation`), the norms (`d_norm`,
 `g_norm`), pooling instead of strided convolutions (`resampling = "pool"`: 3x3 conv then 2x2
@@ -28,6 +29,7 @@ SIZES = (28, 32, 64)
 @dataclass(frozen=True)
 class Params:
     width: ganbench.PositiveInt = 64  # channels at full resolution (D's first conv), doubled at each stride-2 step
+    d_width: ganbench.PositiveInt | None = None  # D's own channels at full resolution, when D should be narrower than G (Metz et al. 2017 shrink D to 1/4); unset: width
     d_norm: Literal["batch", "layer", "none"] = "batch"  # "layer" is GroupNorm(1, c), per sample (WGAN-GP critics)
     g_norm: Literal["batch", "none"] = "batch"  # norm after each hidden layer of G
     init: Literal["normal-0.02", "default"] = "normal-0.02"  # the paper's N(0, 0.02) weights, or PyTorch's
@@ -122,6 +124,7 @@ class DCGAN:
     def ganbench_build_models(self, run: ganbench.Run) -> ganbench.Models:
         channels, size, start, n_up = checked_geometry(run.data)
         widths = [self.p.width * 2**i for i in range(n_up)]  # widths[0] at the large end
+        d_widths = [(self.p.d_width or self.p.width) * 2**i for i in range(n_up)]
         # A norm's shift makes a conv bias redundant, so convs followed by a norm have none.
         g_bias, d_bias = self.p.g_norm == "none", self.p.d_norm == "none"
 
@@ -134,11 +137,11 @@ class DCGAN:
         g += [*_up(widths[0], channels, p.resampling, True), nn.Tanh() if p.output == "tanh" else nn.Sigmoid()]
 
         # The paper puts no norm on D's first layer (nor on G's output).
-        d: list[nn.Module] = [*_down(channels, widths[0], p.resampling, True), _d_act(p.d_activation)]
+        d: list[nn.Module] = [*_down(channels, d_widths[0], p.resampling, True), _d_act(p.d_activation)]
         for i in range(1, n_up):
-            d += _block(_down(widths[i - 1], widths[i], p.resampling, d_bias), _norm(p.d_norm, widths[i]),
+            d += _block(_down(d_widths[i - 1], d_widths[i], p.resampling, d_bias), _norm(p.d_norm, d_widths[i]),
                         _d_act(p.d_activation))
-        d += [nn.Conv2d(widths[-1], 1, start, 1, 0), nn.Flatten(0)]  # the head: (n, 1, 1, 1) -> (n,) logits
+        d += [nn.Conv2d(d_widths[-1], 1, start, 1, 0), nn.Flatten(0)]  # the head: (n, 1, 1, 1) -> (n,) logits
 
         generator, discriminator = nn.Sequential(*g), SplitSequential(*d, head_size=2)
         if self.p.init == "normal-0.02":
