@@ -9,7 +9,7 @@ from ganbench.data import Data, DataInfo, TensorData
 from ganbench.doctor import CheckResult, CheckSubject
 from ganbench.errors import UsageError
 from ganbench.hookspecs import hookimpl
-from ganbench.params import REPORT_ONLY, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
+from ganbench.params import ADDED_LATER, REPORT_ONLY, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from ganbench.state import (
     Batch,
     Convergence,
@@ -44,6 +44,7 @@ __all__ = [
     "PlainState",
     "PositiveFloat",
     "PositiveInt",
+    "ADDED_LATER",
     "REPORT_ONLY",
     "Probability",
     "Run",

@@ -184,13 +184,24 @@ def parse(cls: type | None, values: dict[str, Any], where: str, paths: dict[str,
 # number a run computes, so it is not part of the run's identity, and changing it re-trains nothing.
 #     converged_at: float = dataclasses.field(default=0.5, metadata=REPORT_ONLY)  # comment
 REPORT_ONLY = {"identity": False}
+# Field metadata of a parameter added to a plugin after runs of it were made: it is part of a run's
+# identity only when it is not at its default, so those runs keep their ids (a rerun finds them, and
+# committed results.csv files still name them). Give such a parameter the default that reproduces
+# the plugin's earlier behaviour.
+#     d_width: int | None = dataclasses.field(default=None, metadata=ADDED_LATER)  # comment
+ADDED_LATER = {"identity": "when-changed"}
 
 
 def as_dict(params: Any, identity: bool = False) -> dict[str, Any]:
     """A params instance as plain JSON-able values (tuples become lists); with `identity`, without
-    the fields marked `REPORT_ONLY`."""
+    the fields marked `REPORT_ONLY`, nor those marked `ADDED_LATER` while at their defaults."""
     if params is None:
         return {}
-    skip = {f.name for f in dataclasses.fields(params) if f.metadata.get("identity") is False} if identity else set()
+    skip = set()
+    if identity:
+        for f in dataclasses.fields(params):
+            marked = f.metadata.get("identity")
+            if marked is False or (marked == "when-changed" and getattr(params, f.name) == f.default):
+                skip.add(f.name)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()
             if k not in skip}

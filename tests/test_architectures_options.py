@@ -406,3 +406,13 @@ def test_pacgan_dcgan_refuses_data_it_cannot_model():
                                                         SimpleNamespace(data=SimpleNamespace(kind="image", shape=(1, 8, 8))))
     assert pacgan_dcgan.PacGANDCGAN.check(pacgan_dcgan.Params(),
                                           SimpleNamespace(data=SimpleNamespace(kind="image", shape=(3, 28, 28)))) is None
+
+
+def test_d_width_enters_the_run_identity_only_when_set():
+    """d_width was added after runs of dcgan were made (reports/answer-stability-cpu/): unset, it
+    leaves their ids alone (tests/test_speed_settings.py checks the committed ones); set, it is part of them."""
+    from ganbench.params import as_dict
+
+    assert "d_width" not in as_dict(dcgan.Params(width=32), identity=True)
+    assert as_dict(dcgan.Params(width=32, d_width=8), identity=True)["d_width"] == 8
+    assert as_dict(dcgan.Params(width=32), identity=False)["d_width"] is None  # config.json still records it

@@ -15,7 +15,7 @@ average pooling in D, nearest upsampling then a 3x3 conv in G), the init, and G'
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from torch import nn
@@ -29,7 +29,7 @@ SIZES = (28, 32, 64)
 @dataclass(frozen=True)
 class Params:
     width: ganbench.PositiveInt = 64  # channels at full resolution (D's first conv), doubled at each stride-2 step
-    d_width: ganbench.PositiveInt | None = None  # D's own channels at full resolution, when D should be narrower than G (Metz et al. 2017 shrink D to 1/4); unset: width
+    d_width: ganbench.PositiveInt | None = field(default=None, metadata=ganbench.ADDED_LATER)  # D's own channels at full resolution, when D should be narrower than G (Metz et al. 2017 shrink D to 1/4); unset: width
     d_norm: Literal["batch", "layer", "none"] = "batch"  # "layer" is GroupNorm(1, c), per sample (WGAN-GP critics)
     g_norm: Literal["batch", "none"] = "batch"  # norm after each hidden layer of G
     init: Literal["normal-0.02", "default"] = "normal-0.02"  # the paper's N(0, 0.02) weights, or PyTorch's
