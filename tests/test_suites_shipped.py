@@ -2,12 +2,12 @@
 expects, and keeps its smoke scale small enough for a CPU."""
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
+from ganbench.params import as_dict
 from ganbench.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,10 +81,10 @@ def test_a_suite_calibrated_through_another_trains_its_baseline_identically(name
         f"{name}: its baseline no longer trains as {other}'s; calibrate it with runs of its own")
 
 
-def unset_dropped(params) -> dict:
-    """A plugin's params as a dict, without those left unset (None: TOML has no null, and an unset
-    parameter, such as one added after the calibration, means its default)."""
-    return {k: v for k, v in dataclasses.asdict(params).items() if v is not None} if params is not None else {}
+def training_params(params) -> dict:
+    """A plugin's params as the run id sees them (ganbench.params.as_dict), without those left unset:
+    TOML has no null, and an unset parameter means its default."""
+    return {k: v for k, v in as_dict(params, identity=True).items() if v is not None}
 
 
 @pytest.mark.parametrize("name", [n for n, e in calibration().items() if e["status"] == "calibrated"])
@@ -96,10 +96,8 @@ def test_a_calibrated_default_scale_is_the_one_calibrated(name):
     spec = next(s for s in suite.runs("default") if s.config == suite.baseline)
     s = spec.settings
     actual = {"steps": s.core.steps, "batch_size": s.core.batch_size, "lr_g": s.optimizer_g.lr,
-              "lr_d": s.optimizer_d.lr, "architecture": {"name": s.architecture.name, **unset_dropped(s.architecture.params)},
-              "loss": s.loss.name,
-              "tricks": [{"name": t.name, **(dataclasses.asdict(t.params) if t.params is not None else {})}
-                         for t in s.tricks]}
+              "lr_d": s.optimizer_d.lr, "architecture": {"name": s.architecture.name, **training_params(s.architecture.params)},
+              "loss": s.loss.name, "tricks": [{"name": t.name, **training_params(t.params)} for t in s.tricks]}
     assert actual == entry["settings"], f"{name}: the default scale changed since it was calibrated"
     target = entry["target"]
     finals = entry["finals"][target["key"]]
